@@ -1,0 +1,18 @@
+"""graphm: an educational deep-learning framework whose heart is convolution.
+
+N-dimensional convolution and transposed convolution, their adjoints (reverse mode) and
+tangents (forward mode), written as typed Cython loops parallelised with OpenMP.
+
+The layers, bottom to top (nothing imports upward)::
+
+    spec        the math: output-size formulas and slow, obviously-right reference loops
+    _kernels    typed Cython + OpenMP loops (the only compiled code)
+    functional  NumPy-level ops with argument checking and torch-compatible signatures
+"""
+from graphm._config import get_num_threads, openmp_enabled, set_num_threads
+from graphm import spec, functional
+
+__version__ = "0.1.0"
+
+__all__ = ["functional", "get_num_threads", "openmp_enabled", "set_num_threads", "spec",
+           "__version__"]

@@ -1,0 +1,502 @@
+"""The three convolution kernels of graphm, and the matrix multiply they stand on.
+
+Three kernels serve both convolution and transposed convolution (the adjoint table of
+DESIGN.md).  With ``x`` the input, ``w`` the weight and ``g`` the gradient of the output:
+
+=====================  ================================  ====================================
+kernel                 as convolution                    as transposed convolution
+=====================  ================================  ====================================
+``conv_forward``       forward ``K_fwd(x, w) + b``       VJP w.r.t. its input ``K_fwd(g, w)``
+``conv_input_grad``    VJP w.r.t. input ``K_in(g, w)``   forward ``K_in(x, w) + b``
+``conv_weight_grad``   VJP w.r.t. weight ``K_w(x, g)``   VJP w.r.t. weight ``K_w(g, x)``
+=====================  ================================  ====================================
+
+Every kernel sees the spatial axes flattened, so one code path serves any rank d >= 1:
+
+* ``x`` is ``(N, C, S)`` with ``S`` the number of input positions,
+* the conv output is ``(N, O, P)`` with ``P`` the number of output positions,
+* ``w`` is ``(O, Cg * K)`` with ``Cg = C / groups`` and ``K`` the number of kernel taps,
+* ``gather[k, p]`` is the flat input position that kernel tap ``k`` reads for output position
+  ``p``, or -1 where that tap falls into the zero padding.  Python builds it
+  (``graphm.functional.conv``) from stride, padding and dilation; it is the whole geometry.
+
+How a convolution becomes a matrix multiply (im2col).  For one sample and one group, gather the
+input into a matrix ``cols[c*K + k, p] = x[c, gather[k, p]]``; then
+
+* forward:       ``y = W @ cols``                 ``(Og, P) = (Og, Cg*K) @ (Cg*K, P)``
+* input grad:    ``dcols = W.T @ g``, then scatter ``dcols`` back through ``gather`` (col2im)
+* weight grad:   ``dW = sum over samples of g @ cols.T``
+
+Parallel loops write only what no other iteration writes (DESIGN.md): the forward splits by
+(sample, group, block of output positions), the input gradient by (sample, group, block of
+input channels), the weight gradient by (block of samples, group, block of weight columns),
+and the per-block partial sums of the weight gradient are added in a fixed order.  How the work
+is cut never depends on the thread count, so the results are bit-for-bit identical for any
+number of threads.
+
+These functions trust their caller (``graphm.functional``) for the contents of ``gather`` and
+check only that the array shapes agree; they are private API.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+import numpy as np
+
+cdef extern from "gemm_microkernel.h" nogil:
+    int GRAPHM_SGEMM_MR
+    int GRAPHM_SGEMM_NR
+    int GRAPHM_DGEMM_MR
+    int GRAPHM_DGEMM_NR
+    void graphm_sgemm_micro(Py_ssize_t kc, const float *a_panel, const float *b_panel,
+                            float *c, Py_ssize_t ldc, int mr, int nr)
+    void graphm_dgemm_micro(Py_ssize_t kc, const double *a_panel, const double *b_panel,
+                            double *c, Py_ssize_t ldc, int mr, int nr)
+
+# Cache blocking of the matrix multiply: a KC x NC block of B (256 KiB in float32) stays in L2
+# while MC x KC blocks of A (96 KiB) stream past it; the micro-kernel's tile lives in registers.
+cdef enum:
+    GEMM_KC = 256
+    GEMM_MC = 96          # a multiple of the micro-tile's 6 rows
+    GEMM_NC = 256         # a multiple of the micro-tile's 16 (float) and 8 (double) columns
+
+# How the convolutions are cut into independent work units.  These constants, never the thread
+# count, decide the order of every floating-point sum.
+cdef enum:
+    POSITIONS_PER_UNIT = 256   # output positions per im2col block (<= GEMM_NC)
+    ROWS_PER_UNIT = 48         # aim for at least this many rows of dcols per input-grad unit
+    WEIGHT_COLS_PER_UNIT = 32  # columns of dW per weight-grad unit
+    SAMPLES_PER_UNIT = 8       # samples summed by one weight-grad unit before the fixed-order sum
+
+
+# ----------------------------------------------------------------------------------------------
+# The matrix multiply: C[M, N] += A[M, K] @ B[K, N], serial, for one thread's share of the work.
+# A and B are read through (row stride, column stride) pairs, so a transposed operand costs
+# nothing: the packing routines read it in whatever order it lies.
+# ----------------------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef inline int tile_rows(floating *dummy) noexcept nogil:
+    if floating is float:
+        return GRAPHM_SGEMM_MR
+    else:
+        return GRAPHM_DGEMM_MR
+
+
+cdef inline int tile_cols(floating *dummy) noexcept nogil:
+    if floating is float:
+        return GRAPHM_SGEMM_NR
+    else:
+        return GRAPHM_DGEMM_NR
+
+
+cdef void pack_a_block(const floating *a, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                       Py_ssize_t mc, Py_ssize_t kc, floating *packed) noexcept nogil:
+    """Copy the mc x kc block of A into panels of MR rows: packed[k*MR + i] = A[i, k]."""
+    cdef int mr = tile_rows(packed)
+    cdef Py_ssize_t panel, i0, i, k, rows
+    for panel in range(ceil_div(mc, mr)):
+        i0 = panel * mr
+        rows = min(mr, mc - i0)
+        for k in range(kc):
+            for i in range(rows):
+                packed[k * mr + i] = a[(i0 + i) * row_stride + k * col_stride]
+            for i in range(rows, mr):
+                packed[k * mr + i] = 0   # zero padding: the edge tile computes harmless zeros
+        packed += kc * mr
+
+
+cdef void pack_b_block(const floating *b, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                       Py_ssize_t kc, Py_ssize_t nc, floating *packed) noexcept nogil:
+    """Copy the kc x nc block of B into panels of NR columns: packed[k*NR + j] = B[k, j]."""
+    cdef int nr = tile_cols(packed)
+    cdef Py_ssize_t panel, j0, j, k, cols
+    for panel in range(ceil_div(nc, nr)):
+        j0 = panel * nr
+        cols = min(nr, nc - j0)
+        for k in range(kc):
+            for j in range(cols):
+                packed[k * nr + j] = b[k * row_stride + (j0 + j) * col_stride]
+            for j in range(cols, nr):
+                packed[k * nr + j] = 0
+        packed += kc * nr
+
+
+cdef void gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+               const floating *a, Py_ssize_t a_row_stride, Py_ssize_t a_col_stride,
+               const floating *b, Py_ssize_t b_row_stride, Py_ssize_t b_col_stride,
+               floating *c, Py_ssize_t ldc,
+               floating *pack_a, floating *pack_b) noexcept nogil:
+    """C (row-major, leading dimension ldc) += A @ B, blocked as in BLIS / GotoBLAS.
+
+    ``pack_a`` holds GEMM_MC * GEMM_KC and ``pack_b`` GEMM_KC * GEMM_NC elements (per thread).
+    Each element of C receives one addition per KC-block of k, in increasing k: a fixed order.
+    """
+    cdef int mr = tile_rows(c), nr = tile_cols(c)
+    cdef Py_ssize_t jc, pc, ic, jr, ir, nc, kc, mc, col_panel, row_panel
+    cdef Py_ssize_t jc_block, pc_block, ic_block
+    for jc_block in range(ceil_div(n, GEMM_NC)):
+        jc = jc_block * GEMM_NC
+        nc = min(<Py_ssize_t> GEMM_NC, n - jc)
+        for pc_block in range(ceil_div(k, GEMM_KC)):
+            pc = pc_block * GEMM_KC
+            kc = min(<Py_ssize_t> GEMM_KC, k - pc)
+            pack_b_block(b + pc * b_row_stride + jc * b_col_stride, b_row_stride, b_col_stride,
+                         kc, nc, pack_b)
+            for ic_block in range(ceil_div(m, GEMM_MC)):
+                ic = ic_block * GEMM_MC
+                mc = min(<Py_ssize_t> GEMM_MC, m - ic)
+                pack_a_block(a + ic * a_row_stride + pc * a_col_stride, a_row_stride,
+                             a_col_stride, mc, kc, pack_a)
+                for col_panel in range(ceil_div(nc, nr)):
+                    jr = col_panel * nr
+                    for row_panel in range(ceil_div(mc, mr)):
+                        ir = row_panel * mr
+                        if floating is float:
+                            graphm_sgemm_micro(kc, pack_a + ir * kc, pack_b + jr * kc,
+                                               c + (ic + ir) * ldc + jc + jr, ldc,
+                                               min(mr, mc - ir), min(nr, nc - jr))
+                        else:
+                            graphm_dgemm_micro(kc, pack_a + ir * kc, pack_b + jr * kc,
+                                               c + (ic + ir) * ldc + jc + jr, ldc,
+                                               min(mr, mc - ir), min(nr, nc - jr))
+
+
+# ----------------------------------------------------------------------------------------------
+# im2col: gather input values into the columns of a matrix, one row per (channel, kernel tap).
+# ----------------------------------------------------------------------------------------------
+
+cdef void im2col_rows(const floating *x_group, Py_ssize_t positions_in,
+                      const int *gather, Py_ssize_t taps, Py_ssize_t positions_out,
+                      Py_ssize_t row_start, Py_ssize_t row_count,
+                      Py_ssize_t p_start, Py_ssize_t p_count,
+                      floating *cols) noexcept nogil:
+    """cols[r, j] = x[c, gather[k, p_start + j]] (0 in the padding), for rows r = c*K + k.
+
+    Rows ``row_start .. row_start + row_count`` and output positions
+    ``p_start .. p_start + p_count``; ``cols`` is row-major with ``p_count`` columns.
+    """
+    cdef Py_ssize_t r, j, c, tap
+    cdef int offset
+    cdef const floating *x_channel
+    cdef const int *gather_row
+    cdef floating *cols_row
+    for r in range(row_count):
+        c = (row_start + r) // taps
+        tap = (row_start + r) - c * taps
+        x_channel = x_group + c * positions_in
+        gather_row = gather + tap * positions_out + p_start
+        cols_row = cols + r * p_count
+        for j in range(p_count):
+            offset = gather_row[j]
+            cols_row[j] = x_channel[offset] if offset >= 0 else 0
+
+
+cdef void fill_rows(floating *dst, Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t ld,
+                    const floating *values, bint has_values) noexcept nogil:
+    """dst[i, :row_len] = values[i] (or 0): the bias, or a clean start for a sum."""
+    cdef Py_ssize_t i, j
+    cdef floating v
+    for i in range(rows):
+        v = values[i] if has_values else 0
+        for j in range(row_len):
+            dst[i * ld + j] = v
+
+
+def _check(bint ok, str message):
+    if not ok:
+        raise ValueError("graphm._kernels: " + message)
+
+
+# ----------------------------------------------------------------------------------------------
+# K_fwd: the convolution.  y[n, o, p] = b[o] + sum_{c, k} w[o, c*K + k] * x[n, c, gather[k, p]]
+# ----------------------------------------------------------------------------------------------
+
+def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
+                 const floating[::1] bias, const int[:, ::1] gather, Py_ssize_t groups,
+                 floating[:, :, ::1] out, int num_threads):
+    """out = K_fwd(x, weight) + bias.  x (N, C, S), weight (O, C/groups*K), out (N, O, P).
+
+    ``bias`` has length O, or 0 for no bias.  Work unit: (sample, group, block of positions);
+    each unit writes its own ``out[n, group's channels, block]`` and nothing else.
+    """
+    cdef Py_ssize_t n_samples = x.shape[0], channels = x.shape[1], positions_in = x.shape[2]
+    cdef Py_ssize_t out_channels = weight.shape[0], row_len = weight.shape[1]
+    cdef Py_ssize_t taps = gather.shape[0], positions_out = gather.shape[1]
+    _check(groups >= 1 and channels % groups == 0 and out_channels % groups == 0, "groups")
+    cdef Py_ssize_t group_channels = channels // groups, group_out = out_channels // groups
+    _check(row_len == group_channels * taps, "weight columns != C/groups * taps")
+    _check(bias.shape[0] in (0, out_channels), "bias length")
+    _check(out.shape[0] == n_samples and out.shape[1] == out_channels
+           and out.shape[2] == positions_out, "out shape")
+    cdef Py_ssize_t blocks = (positions_out + POSITIONS_PER_UNIT - 1) // POSITIONS_PER_UNIT
+    cdef Py_ssize_t units = n_samples * groups * blocks
+    if units == 0 or out_channels == 0:
+        return
+    cdef const floating *x_ptr = &x[0, 0, 0]
+    cdef const floating *w_ptr = &weight[0, 0]
+    cdef const floating *b_ptr = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef const int *gather_ptr = &gather[0, 0]
+    cdef floating *out_ptr = &out[0, 0, 0]
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef int out_of_memory = 0
+    cdef int *out_of_memory_flag = &out_of_memory
+    cdef Py_ssize_t unit, n, g, block, p_start, p_count
+    cdef floating *cols
+    cdef floating *pack_a
+    cdef floating *pack_b
+    cdef floating *out_block
+    with nogil, parallel(num_threads=num_threads):
+        # Each thread owns its scratch buffers for the whole loop.
+        cols = <floating *> malloc(sizeof(floating) * row_len * POSITIONS_PER_UNIT)
+        pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
+        pack_b = <floating *> malloc(sizeof(floating) * GEMM_KC * GEMM_NC)
+        if cols == NULL or pack_a == NULL or pack_b == NULL:
+            out_of_memory_flag[0] = 1
+        for unit in prange(units, schedule='static'):
+            if cols == NULL or pack_a == NULL or pack_b == NULL:
+                continue
+            n = unit // (groups * blocks)
+            g = (unit // blocks) % groups
+            block = unit % blocks
+            p_start = block * POSITIONS_PER_UNIT
+            p_count = min(<Py_ssize_t> POSITIONS_PER_UNIT, positions_out - p_start)
+            im2col_rows(x_ptr + (n * channels + g * group_channels) * positions_in,
+                        positions_in, gather_ptr, taps, positions_out,
+                        0, row_len, p_start, p_count, cols)
+            out_block = out_ptr + (n * out_channels + g * group_out) * positions_out + p_start
+            fill_rows(out_block, group_out, p_count, positions_out,
+                      b_ptr + g * group_out if has_bias else b_ptr, has_bias)
+            # (Og, p_count) += W_g (Og, Cg*K) @ cols (Cg*K, p_count)
+            gemm(group_out, p_count, row_len,
+                 w_ptr + g * group_out * row_len, row_len, 1,
+                 cols, p_count, 1,
+                 out_block, positions_out, pack_a, pack_b)
+        free(cols)
+        free(pack_a)
+        free(pack_b)
+    if out_of_memory:
+        raise MemoryError("graphm conv_forward: could not allocate scratch buffers")
+
+
+# ----------------------------------------------------------------------------------------------
+# K_in: the adjoint of K_fwd in its input.
+#   dx[n, c, s] = b[c] + sum over (k, p) with gather[k, p] == s of sum_o w[o, c*K + k] g[n, o, p]
+# ----------------------------------------------------------------------------------------------
+
+def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] weight,
+                    const floating[::1] bias, const int[:, ::1] gather, Py_ssize_t groups,
+                    floating[:, :, ::1] grad_in, int num_threads):
+    """grad_in = K_in(grad_out, weight) + bias.  grad_out (N, O, P), grad_in (N, C, S).
+
+    As convolution's VJP, ``bias`` is empty; as transposed convolution's forward it is the
+    transposed op's bias (length C).  Work unit: (sample, group, block of input channels);
+    the col2im scatter of a unit lands only in its own channels, in a fixed order.
+    """
+    cdef Py_ssize_t n_samples = grad_out.shape[0], out_channels = grad_out.shape[1]
+    cdef Py_ssize_t positions_out = grad_out.shape[2]
+    cdef Py_ssize_t channels = grad_in.shape[1], positions_in = grad_in.shape[2]
+    cdef Py_ssize_t row_len = weight.shape[1], taps = gather.shape[0]
+    _check(groups >= 1 and channels % groups == 0 and out_channels % groups == 0, "groups")
+    cdef Py_ssize_t group_channels = channels // groups, group_out = out_channels // groups
+    _check(weight.shape[0] == out_channels, "weight rows != O")
+    _check(row_len == group_channels * taps, "weight columns != C/groups * taps")
+    _check(gather.shape[1] == positions_out, "gather columns != P")
+    _check(grad_in.shape[0] == n_samples, "batch sizes differ")
+    _check(bias.shape[0] in (0, channels), "bias length")
+    cdef Py_ssize_t block_channels = max(1, min(group_channels, (ROWS_PER_UNIT + taps - 1) // taps))
+    cdef Py_ssize_t channel_blocks = (group_channels + block_channels - 1) // block_channels
+    cdef Py_ssize_t units = n_samples * groups * channel_blocks
+    if units == 0 or positions_in == 0:
+        return
+    cdef const floating *g_ptr = &grad_out[0, 0, 0] if grad_out.size > 0 else NULL
+    cdef const floating *w_ptr = &weight[0, 0]
+    cdef const floating *b_ptr = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef const int *gather_ptr = &gather[0, 0] if gather.size > 0 else NULL
+    cdef floating *dx_ptr = &grad_in[0, 0, 0]
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef int out_of_memory = 0
+    cdef int *out_of_memory_flag = &out_of_memory
+    cdef Py_ssize_t unit, n, g, c_block, c_start, c_count, rows, p_block, p_start, p_count, r, j, c, tap
+    cdef int offset
+    cdef floating *dcols
+    cdef floating *pack_a
+    cdef floating *pack_b
+    cdef floating *dx_block
+    cdef floating *dx_channel
+    cdef floating *dcols_row
+    cdef const int *gather_row
+    with nogil, parallel(num_threads=num_threads):
+        dcols = <floating *> malloc(sizeof(floating) * block_channels * taps * POSITIONS_PER_UNIT)
+        pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
+        pack_b = <floating *> malloc(sizeof(floating) * GEMM_KC * GEMM_NC)
+        if dcols == NULL or pack_a == NULL or pack_b == NULL:
+            out_of_memory_flag[0] = 1
+        for unit in prange(units, schedule='static'):
+            if dcols == NULL or pack_a == NULL or pack_b == NULL:
+                continue
+            n = unit // (groups * channel_blocks)
+            g = (unit // channel_blocks) % groups
+            c_block = unit % channel_blocks
+            c_start = c_block * block_channels
+            c_count = min(block_channels, group_channels - c_start)
+            rows = c_count * taps
+            dx_block = dx_ptr + (n * channels + g * group_channels + c_start) * positions_in
+            fill_rows(dx_block, c_count, positions_in, positions_in,
+                      b_ptr + g * group_channels + c_start if has_bias else b_ptr, has_bias)
+            for p_block in range(ceil_div(positions_out, POSITIONS_PER_UNIT)):
+                p_start = p_block * POSITIONS_PER_UNIT
+                p_count = min(<Py_ssize_t> POSITIONS_PER_UNIT, positions_out - p_start)
+                memset(dcols, 0, sizeof(floating) * rows * p_count)
+                # dcols (c_count*K, p_count) = W_g[:, block's columns].T @ g[n, group, block]
+                gemm(rows, p_count, group_out,
+                     w_ptr + g * group_out * row_len + c_start * taps, 1, row_len,
+                     g_ptr + (n * out_channels + g * group_out) * positions_out + p_start,
+                     positions_out, 1,
+                     dcols, p_count, pack_a, pack_b)
+                # col2im: send every dcols entry back to the input position it was read from.
+                for r in range(rows):
+                    c = r // taps
+                    tap = r - c * taps
+                    dx_channel = dx_block + c * positions_in
+                    gather_row = gather_ptr + tap * positions_out + p_start
+                    dcols_row = dcols + r * p_count
+                    for j in range(p_count):
+                        offset = gather_row[j]
+                        if offset >= 0:
+                            dx_channel[offset] += dcols_row[j]
+        free(dcols)
+        free(pack_a)
+        free(pack_b)
+    if out_of_memory:
+        raise MemoryError("graphm conv_input_grad: could not allocate scratch buffers")
+
+
+# ----------------------------------------------------------------------------------------------
+# K_w: the adjoint of K_fwd in its weight.  dw[o, c*K + k] = sum_{n, p} g[n, o, p] x[n, c, gather[k, p]]
+# ----------------------------------------------------------------------------------------------
+
+def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad_out,
+                     const int[:, ::1] gather, Py_ssize_t groups,
+                     floating[:, ::1] grad_weight, int num_threads):
+    """grad_weight = K_w(x, grad_out).  x (N, C, S), grad_out (N, O, P), grad_weight (O, Cg*K).
+
+    Work unit: (block of SAMPLES_PER_UNIT samples, group, block of weight columns).  Each unit
+    sums its samples into its own partial result; the partials are then added in block order.
+    """
+    cdef Py_ssize_t n_samples = x.shape[0], channels = x.shape[1], positions_in = x.shape[2]
+    cdef Py_ssize_t out_channels = grad_out.shape[1], positions_out = grad_out.shape[2]
+    cdef Py_ssize_t row_len = grad_weight.shape[1], taps = gather.shape[0]
+    _check(groups >= 1 and channels % groups == 0 and out_channels % groups == 0, "groups")
+    cdef Py_ssize_t group_channels = channels // groups, group_out = out_channels // groups
+    _check(grad_out.shape[0] == n_samples, "batch sizes differ")
+    _check(grad_weight.shape[0] == out_channels, "grad_weight rows != O")
+    _check(row_len == group_channels * taps, "grad_weight columns != C/groups * taps")
+    _check(gather.shape[1] == positions_out, "gather columns != P")
+    cdef Py_ssize_t sample_blocks = (n_samples + SAMPLES_PER_UNIT - 1) // SAMPLES_PER_UNIT
+    cdef Py_ssize_t col_blocks = (row_len + WEIGHT_COLS_PER_UNIT - 1) // WEIGHT_COLS_PER_UNIT
+    cdef Py_ssize_t units = sample_blocks * groups * col_blocks
+    if grad_weight.size == 0:
+        return
+    if units == 0 or positions_out == 0:
+        # No samples or no output positions: the gradient is an empty sum.
+        grad_weight[:, :] = 0
+        return
+    # One partial dW per block of samples (a single block writes grad_weight directly).
+    partial_arr = (np.empty((sample_blocks, out_channels, row_len), dtype=np.asarray(grad_weight).dtype)
+                   if sample_blocks > 1 else None)
+    cdef floating[:, :, ::1] partial_view
+    cdef floating *partial_ptr
+    if sample_blocks > 1:
+        partial_view = partial_arr
+        partial_ptr = &partial_view[0, 0, 0]
+    else:
+        partial_ptr = &grad_weight[0, 0]
+    cdef const floating *x_ptr = &x[0, 0, 0]
+    cdef const floating *g_ptr = &grad_out[0, 0, 0]
+    cdef const int *gather_ptr = &gather[0, 0]
+    cdef floating *dw_ptr = &grad_weight[0, 0]
+    cdef Py_ssize_t weight_size = out_channels * row_len
+    cdef int out_of_memory = 0
+    cdef int *out_of_memory_flag = &out_of_memory
+    cdef Py_ssize_t unit, s_block, g, col_block, col_start, col_count, n, p_block, p_start, p_count
+    cdef Py_ssize_t i, b
+    cdef floating total
+    cdef floating *cols
+    cdef floating *pack_a
+    cdef floating *pack_b
+    cdef floating *dw_block
+    with nogil, parallel(num_threads=num_threads):
+        cols = <floating *> malloc(sizeof(floating) * WEIGHT_COLS_PER_UNIT * POSITIONS_PER_UNIT)
+        pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
+        pack_b = <floating *> malloc(sizeof(floating) * GEMM_KC * GEMM_NC)
+        if cols == NULL or pack_a == NULL or pack_b == NULL:
+            out_of_memory_flag[0] = 1
+        for unit in prange(units, schedule='static'):
+            if cols == NULL or pack_a == NULL or pack_b == NULL:
+                continue
+            s_block = unit // (groups * col_blocks)
+            g = (unit // col_blocks) % groups
+            col_block = unit % col_blocks
+            col_start = col_block * WEIGHT_COLS_PER_UNIT
+            col_count = min(<Py_ssize_t> WEIGHT_COLS_PER_UNIT, row_len - col_start)
+            dw_block = partial_ptr + s_block * weight_size + g * group_out * row_len + col_start
+            fill_rows(dw_block, group_out, col_count, row_len, NULL, False)
+            for n in range(s_block * SAMPLES_PER_UNIT,
+                           min(n_samples, (s_block + 1) * SAMPLES_PER_UNIT)):
+                for p_block in range(ceil_div(positions_out, POSITIONS_PER_UNIT)):
+                    p_start = p_block * POSITIONS_PER_UNIT
+                    p_count = min(<Py_ssize_t> POSITIONS_PER_UNIT, positions_out - p_start)
+                    im2col_rows(x_ptr + (n * channels + g * group_channels) * positions_in,
+                                positions_in, gather_ptr, taps, positions_out,
+                                col_start, col_count, p_start, p_count, cols)
+                    # dW_g[:, block] (Og, col_count) += g[n, group, block] (Og, p) @ cols.T (p, col_count)
+                    gemm(group_out, col_count, p_count,
+                         g_ptr + (n * out_channels + g * group_out) * positions_out + p_start,
+                         positions_out, 1,
+                         cols, 1, p_count,
+                         dw_block, row_len, pack_a, pack_b)
+        free(cols)
+        free(pack_a)
+        free(pack_b)
+    if out_of_memory:
+        raise MemoryError("graphm conv_weight_grad: could not allocate scratch buffers")
+    if sample_blocks > 1:
+        # The fixed-order sum of the partials: block 0 + block 1 + ..., element by element.
+        for i in prange(weight_size, nogil=True, schedule='static', num_threads=num_threads):
+            total = partial_ptr[i]
+            for b in range(1, sample_blocks):
+                total = total + partial_ptr[b * weight_size + i]
+            dw_ptr[i] = total
+
+
+# ----------------------------------------------------------------------------------------------
+# The bias gradient: db[o] = sum_{n, p} g[n, o, p], summed in double precision in a fixed order.
+# ----------------------------------------------------------------------------------------------
+
+def bias_grad(const floating[:, :, ::1] grad_out, floating[::1] grad_bias, int num_threads):
+    """grad_bias[o] = sum over samples and positions of grad_out[n, o, p]; one thread per channel."""
+    cdef Py_ssize_t n_samples = grad_out.shape[0], out_channels = grad_out.shape[1]
+    cdef Py_ssize_t positions = grad_out.shape[2]
+    _check(grad_bias.shape[0] == out_channels, "grad_bias length != O")
+    cdef Py_ssize_t o, n, p
+    cdef double total
+    cdef const floating *row
+    if out_channels == 0:
+        return
+    if n_samples == 0 or positions == 0:
+        grad_bias[:] = 0
+        return
+    cdef const floating *g_ptr = &grad_out[0, 0, 0]
+    cdef floating *db_ptr = &grad_bias[0]
+    for o in prange(out_channels, nogil=True, schedule='static', num_threads=num_threads):
+        total = 0
+        for n in range(n_samples):
+            row = g_ptr + (n * out_channels + o) * positions
+            for p in range(positions):
+                total = total + row[p]
+        db_ptr[o] = <floating> total

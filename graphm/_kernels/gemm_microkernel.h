@@ -1,0 +1,84 @@
+/*
+ * The register micro-kernel of graphm's matrix multiply: C[0:mr, 0:nr] += A_panel @ B_panel.
+ *
+ * Why C and not Cython?  The whole speed of a GEMM comes from one small loop that keeps an
+ * MR x NR tile of C in vector registers while it streams through K.  Cython cannot name vector
+ * registers, and whether a C compiler keeps a Cython-generated accumulator array in registers
+ * is luck (at -O2 it does not, and the loop runs 30x slower).  GCC/Clang vector extensions say
+ * it exactly and stay portable: without AVX the compiler splits each 32-byte vector into two
+ * SSE halves.  Everything around this loop (blocking, packing, im2col, threads) is Cython, in
+ * _conv.pyx.
+ *
+ * Data layout (written by the packing routines in _conv.pyx):
+ *   a_panel: kc steps of MR values   a_panel[k*MR + i] = A[i, k]   (zero-padded past mr)
+ *   b_panel: kc steps of NR values   b_panel[k*NR + j] = B[k, j]   (zero-padded past nr)
+ * Each element of C is accumulated over k = 0, 1, ..., kc-1 in this fixed order whatever the
+ * tile, the edge handling or the thread that runs it, so results are bit-for-bit reproducible.
+ */
+#ifndef GRAPHM_GEMM_MICROKERNEL_H
+#define GRAPHM_GEMM_MICROKERNEL_H
+
+#include <stddef.h>
+
+#define GRAPHM_SGEMM_MR 6
+#define GRAPHM_SGEMM_NR 16
+#define GRAPHM_DGEMM_MR 6
+#define GRAPHM_DGEMM_NR 8
+
+/* 32-byte vectors (8 floats or 4 doubles) that need only an element's alignment in memory. */
+typedef float graphm_v8f __attribute__((vector_size(32), aligned(sizeof(float))));
+typedef double graphm_v4d __attribute__((vector_size(32), aligned(sizeof(double))));
+
+/* On x86-64 GCC, compile the micro-kernel twice, for AVX2 + FMA (Haswell and later, Zen) and
+ * for the baseline, and let the loader pick at run time: the package runs on any x86-64 CPU
+ * and still uses FMA where it exists. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(GRAPHM_NO_MULTIVERSION)
+#define GRAPHM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define GRAPHM_MULTIVERSION
+#endif
+
+/* The micro-kernel for element type T, vector type V of LANES elements; a row of the tile is
+ * two vectors (NR = 2 * LANES columns) and the tile has 6 rows: 12 accumulators + 2 B vectors
+ * + 1 broadcast A value = 15 of the 16 vector registers AVX2 has.  The six rows are written
+ * out by hand so that every accumulator is a named register variable. */
+#define GRAPHM_DEFINE_MICROKERNEL(NAME, T, V, LANES)                                           \
+GRAPHM_MULTIVERSION                                                                             \
+static void NAME(ptrdiff_t kc, const T *a_panel, const T *b_panel, T *c, ptrdiff_t ldc,         \
+                 int mr, int nr)                                                                \
+{                                                                                               \
+    const V zero = {0};                                                                         \
+    V c0l = zero, c0h = zero, c1l = zero, c1h = zero, c2l = zero, c2h = zero;                   \
+    V c3l = zero, c3h = zero, c4l = zero, c4h = zero, c5l = zero, c5h = zero;                   \
+    for (ptrdiff_t k = 0; k < kc; ++k) {                                                        \
+        const V b_lo = *(const V *)(b_panel + k * 2 * LANES);                                   \
+        const V b_hi = *(const V *)(b_panel + k * 2 * LANES + LANES);                           \
+        const T *a = a_panel + k * 6;                                                           \
+        c0l += a[0] * b_lo; c0h += a[0] * b_hi;                                                 \
+        c1l += a[1] * b_lo; c1h += a[1] * b_hi;                                                 \
+        c2l += a[2] * b_lo; c2h += a[2] * b_hi;                                                 \
+        c3l += a[3] * b_lo; c3h += a[3] * b_hi;                                                 \
+        c4l += a[4] * b_lo; c4h += a[4] * b_hi;                                                 \
+        c5l += a[5] * b_lo; c5h += a[5] * b_hi;                                                 \
+    }                                                                                           \
+    V tile[6][2] = {{c0l, c0h}, {c1l, c1h}, {c2l, c2h}, {c3l, c3h}, {c4l, c4h}, {c5l, c5h}};    \
+    if (mr == 6 && nr == 2 * LANES) {                                                           \
+        /* A full tile: add whole vectors into C. */                                            \
+        for (int i = 0; i < 6; ++i) {                                                           \
+            *(V *)(c + i * ldc) += tile[i][0];                                                  \
+            *(V *)(c + i * ldc + LANES) += tile[i][1];                                          \
+        }                                                                                       \
+    } else {                                                                                    \
+        /* An edge tile: add only the valid part, element by element.  Each element still     \
+         * gets the single addition C[i][j] + tile[i][j], so both paths give the same bits. */  \
+        const T *t = (const T *)tile;                                                           \
+        for (int i = 0; i < mr; ++i)                                                            \
+            for (int j = 0; j < nr; ++j)                                                        \
+                c[i * ldc + j] += t[i * 2 * LANES + j];                                         \
+    }                                                                                           \
+}
+
+GRAPHM_DEFINE_MICROKERNEL(graphm_sgemm_micro, float, graphm_v8f, 8)
+GRAPHM_DEFINE_MICROKERNEL(graphm_dgemm_micro, double, graphm_v4d, 4)
+
+#endif
