@@ -298,18 +298,18 @@ def _class_scores(fname, input, target):
     return scores.reshape(-1, num_classes), target.reshape(-1).astype(np.int64)
 
 
-def _cross_entropy_parts(fname, input, target, weight, ignore_index, reduction, label_smoothing):
-    r"""Everything cross-entropy needs, shared by its forward here and its derivative in ops.
+def class_targets(fname, input, target, weight, ignore_index, label_smoothing=0.0):
+    r"""What the classification losses need, shared with their derivatives in graphm.ops.
 
-    With log-probabilities :math:`\ell = \log\mathrm{softmax}(z)` per row, the loss of row ``i``
-    is a weighted sum :math:`L_i = -\sum_c q_{ic}\,\ell_{ic}` against a *target distribution*
-    ``q``: the class weight at the label, blended with a uniform share when label smoothing::
+    Both losses are a weighted sum over the classes of per-row log-probabilities
+    :math:`\ell` (cross_entropy: ``log_softmax`` of the input; nll_loss: the input itself),
+    :math:`L_i = -\sum_c q_{ic}\,\ell_{ic}`, against a *target distribution* ``q``: the class
+    weight at the label, blended with a uniform share when smoothing labels::
 
         q[i, c] = (1 - eps) * w[y_i] * [c == y_i]  +  eps / C * w[c]     (0 for ignored rows)
 
-    Returns ``(rows, log_probs, q, divisor)``: the per-row losses, the (M, C) log-probabilities,
-    q, and the number dividing the sum under ``reduction='mean'`` (the total weight of the
-    non-ignored labels, as PyTorch).
+    Returns ``(scores, q, divisor)``: the input as (M, C) rows, q, and the number that divides
+    the sum under ``reduction='mean'`` (the total weight of the non-ignored labels, as PyTorch).
     """
     scores, labels = _class_scores(fname, input, target)
     num_rows, num_classes = scores.shape
@@ -318,10 +318,11 @@ def _cross_entropy_parts(fname, input, target, weight, ignore_index, reduction, 
         class_weight = np.ones(num_classes, dtype)
     else:
         _check_float_array(fname, "weight", weight)
+        _check_same_dtype(fname, input=input, weight=weight)
         if weight.shape != (num_classes,):
             raise ValueError(f"{fname}(): weight must have shape ({num_classes},) (one per "
                              f"class), got {weight.shape}")
-        class_weight = weight.astype(dtype, copy=False)
+        class_weight = weight
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fname}(): label_smoothing must be in [0, 1], got {label_smoothing}")
     kept = labels != ignore_index
@@ -333,16 +334,15 @@ def _cross_entropy_parts(fname, input, target, weight, ignore_index, reduction, 
     safe_labels = np.where(kept, labels, 0)
     label_weight = np.where(kept, class_weight[safe_labels], 0).astype(dtype)   # (M,)
     q = np.zeros((num_rows, num_classes), dtype)
-    q[np.arange(num_rows), safe_labels] = (1 - label_smoothing) * label_weight
+    q[np.arange(num_rows), safe_labels] = label_weight
     if label_smoothing:
-        q += (label_smoothing / num_classes) * class_weight * kept[:, None].astype(dtype)
-    log_probs = log_softmax(scores, dim=1) if num_rows else scores.copy()
-    rows = -(q * log_probs).sum(axis=1)
-    divisor = label_weight.sum()
-    return rows, log_probs, q, divisor
+        q *= dtype.type(1 - label_smoothing)
+        q += dtype.type(label_smoothing / num_classes) * class_weight * kept[:, None]
+    return scores, q, label_weight.sum()
 
 
-def _reduce_rows(rows, reduction, divisor, row_shape):
+def reduce_rows(rows, reduction, divisor, row_shape):
+    """Apply a loss ``reduction`` to per-row losses (``row_shape``: the target's shape)."""
     if reduction == "none":
         return np.ascontiguousarray(rows.reshape(row_shape))
     total = rows.sum(dtype=rows.dtype)
@@ -369,6 +369,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         Class indices, shape (), (N,) or (N, d1, ...).
     weight : ndarray, shape (C,), optional
         A rescaling weight per class.
+    size_average, reduce : deprecated
+        PyTorch's old spelling of ``reduction`` (translated, with a warning).
     ignore_index : int, default -100
         Rows with this label contribute nothing and are not counted by the mean.
     reduction : {'mean', 'sum', 'none'}
@@ -381,9 +383,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         0-d for 'mean' and 'sum', the shape of ``target`` for 'none'.
     """
     reduction = _legacy_reduction("cross_entropy", size_average, reduce, reduction)
-    rows, _, _, divisor = _cross_entropy_parts("cross_entropy", input, target, weight,
-                                               ignore_index, reduction, label_smoothing)
-    return _reduce_rows(rows, reduction, divisor, target.shape)
+    scores, q, divisor = class_targets("cross_entropy", input, target, weight, ignore_index,
+                                       label_smoothing)
+    rows = -(q * log_softmax(scores, dim=1)).sum(axis=1)
+    return reduce_rows(rows, reduction, divisor, target.shape)
 
 
 @tensor_aware
@@ -394,28 +397,13 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     .. math:: L_i = -w_{y_i}\, x_{i, y_i}, \qquad
               L = \frac{\sum_i L_i}{\sum_i w_{y_i}} \quad (\text{reduction='mean'})
 
-    ``cross_entropy(z, y)`` equals ``nll_loss(log_softmax(z, 1), y)``. Layouts as cross_entropy.
+    ``cross_entropy(z, y)`` equals ``nll_loss(log_softmax(z, 1), y)``; layouts and arguments
+    are those of cross_entropy.
     """
     reduction = _legacy_reduction("nll_loss", size_average, reduce, reduction)
-    scores, labels = _class_scores("nll_loss", input, target)
-    num_rows, num_classes = scores.shape
-    if weight is None:
-        class_weight = np.ones(num_classes, input.dtype)
-    else:
-        _check_float_array("nll_loss", "weight", weight)
-        if weight.shape != (num_classes,):
-            raise ValueError(f"nll_loss(): weight must have shape ({num_classes},), got "
-                             f"{weight.shape}")
-        class_weight = weight.astype(input.dtype, copy=False)
-    kept = labels != ignore_index
-    bad = kept & ((labels < 0) | (labels >= num_classes))
-    if bad.any():
-        raise IndexError(f"nll_loss(): target {labels[bad][0]} is out of bounds for "
-                         f"{num_classes} classes")
-    safe_labels = np.where(kept, labels, 0)
-    label_weight = np.where(kept, class_weight[safe_labels], 0).astype(input.dtype)
-    rows = -label_weight * scores[np.arange(num_rows), safe_labels]
-    return _reduce_rows(rows, reduction, label_weight.sum(), target.shape)
+    scores, q, divisor = class_targets("nll_loss", input, target, weight, ignore_index)
+    rows = -(q * scores).sum(axis=1)
+    return reduce_rows(rows, reduction, divisor, target.shape)
 
 
 def _mse_check(input, target, weight):
