@@ -207,6 +207,11 @@ cdef void fill_rows(floating *dst, Py_ssize_t rows, Py_ssize_t row_len, Py_ssize
             dst[i * ld + j] = v
 
 
+cdef int threads_for(Py_ssize_t units, int requested):
+    """No more threads than work units: an idle thread would only allocate scratch buffers."""
+    return <int> max(1, min(<Py_ssize_t> requested, units))
+
+
 def _check(bint ok, str message):
     if not ok:
         raise ValueError("graphm._kernels: " + message)
@@ -250,6 +255,7 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *out_block
+    num_threads = threads_for(units, num_threads)
     with nogil, parallel(num_threads=num_threads):
         # Each thread owns its scratch buffers for the whole loop.
         cols = <floating *> malloc(sizeof(floating) * row_len * POSITIONS_PER_UNIT)
@@ -330,6 +336,7 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
     cdef floating *dx_channel
     cdef floating *dcols_row
     cdef const int *gather_row
+    num_threads = threads_for(units, num_threads)
     with nogil, parallel(num_threads=num_threads):
         dcols = <floating *> malloc(sizeof(floating) * block_channels * taps * POSITIONS_PER_UNIT)
         pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
@@ -430,6 +437,7 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
     cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *dw_block
+    num_threads = threads_for(units, num_threads)
     with nogil, parallel(num_threads=num_threads):
         cols = <floating *> malloc(sizeof(floating) * WEIGHT_COLS_PER_UNIT * POSITIONS_PER_UNIT)
         pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
