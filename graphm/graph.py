@@ -1,0 +1,718 @@
+"""Compiled mode: ``GraphM``, after TorchLean's GraphM builder.
+
+Build a graph once, with shapes known and checked as each op is added; compile it into a
+program; run the program, its VJP or its JVP on as many inputs as you like::
+
+    g = graphm.GraphM()
+    x = g.input("x", (64, 1, 28, 28))                    # float32 by default
+    w, b = g.param("w", (8, 1, 5, 5)), g.param("b", (8,))
+    h = g.relu(g.conv(w, b, x, stride=1, padding=2))     # a Var: h.shape == (64, 8, 28, 28)
+    loss = ...
+    prog = g.compile(loss)
+    prog(x=..., w=..., b=...)                            # the value
+    prog.grad({"x": ..., "w": ..., "b": ...})            # {"x": dx, "w": dw, "b": db}
+
+The graph is in SSA form: every op appends one node whose value is written once. An ill-shaped
+op raises :class:`graphm.ShapeError` *while building*, naming the op, the argument and the shapes:
+the Python stand-in for TorchLean's typed shapes. Every op is the one in :mod:`graphm.ops` the
+eager Tensor uses, so both modes compute the same numbers with the same rules.
+
+A ``Var`` behaves like a Tensor for building: ``+ - * / @``, ``.reshape``, ``.sum`` ... and the
+graphm.functional functions (``F.relu(v)``, ``F.max_pool2d(v, 2)``) all add nodes, so a model
+written once can run eagerly on Tensors or be traced into a graph with Vars.
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+
+import numpy as np
+
+from graphm import functional as F
+from graphm import ops
+from graphm.ops.base import FLOAT_DTYPES, format_shape
+
+__all__ = ["GraphM", "Var", "Program"]
+
+
+class _Node:
+    """One SSA node: an input, a param, a constant, or an op applied to earlier nodes."""
+
+    __slots__ = ("kind", "name", "op", "attrs", "inputs", "shape", "dtype", "value")
+
+    def __init__(self, kind, shape, dtype, *, name=None, op=None, attrs=None, inputs=(),
+                 value=None):
+        self.kind, self.name, self.op, self.attrs = kind, name, op, attrs or {}
+        self.inputs, self.shape, self.dtype, self.value = tuple(inputs), shape, dtype, value
+
+
+class Var:
+    """A value in a GraphM under construction: its shape and dtype are known, its numbers not.
+
+    Attributes
+    ----------
+    graph : GraphM
+    index : int
+        The SSA number of the node that defines it.
+    shape : tuple of int
+    dtype : numpy dtype
+    """
+
+    __graphm_tensor__ = True      # graphm.functional routes calls with Vars here
+    __array_ufunc__ = None        # ndarray + Var calls Var.__radd__
+
+    def __init__(self, graph, index):
+        self.graph, self.index = graph, index
+
+    @property
+    def _node(self):
+        return self.graph._nodes[self.index]
+
+    @property
+    def shape(self):
+        return self._node.shape
+
+    @property
+    def dtype(self):
+        return self._node.dtype
+
+    @property
+    def ndim(self):
+        return len(self._node.shape)
+
+    @property
+    def name(self):
+        """The input's or param's name; ``%<index>`` for an op's result."""
+        return self._node.name or f"%{self.index}"
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def __repr__(self):
+        return f"Var({self.name}: {format_shape(self.shape, self.dtype)})"
+
+    @staticmethod
+    def _graphm_apply(op, inputs, attrs):
+        graphs = {v.graph for v in inputs if isinstance(v, Var)}
+        if len(graphs) != 1:
+            raise ValueError(f"{op.name}: the Vars come from {len(graphs)} different GraphMs; "
+                             "an op can only combine Vars of one graph")
+        return graphs.pop()._add(op, inputs, attrs)
+
+    def __add__(self, other):
+        return self.graph.add(self, other)
+
+    def __radd__(self, other):
+        return self.graph.add(other, self)
+
+    def __sub__(self, other):
+        return self.graph.sub(self, other)
+
+    def __rsub__(self, other):
+        return self.graph.sub(other, self)
+
+    def __mul__(self, other):
+        return self.graph.mul(self, other)
+
+    def __rmul__(self, other):
+        return self.graph.mul(other, self)
+
+    def __truediv__(self, other):
+        return self.graph.div(self, other)
+
+    def __rtruediv__(self, other):
+        return self.graph.div(other, self)
+
+    def __matmul__(self, other):
+        return self.graph.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return self.graph.matmul(other, self)
+
+    def __neg__(self):
+        return self.graph.neg(self)
+
+    def __pow__(self, exponent):
+        return self.graph.pow(self, exponent)
+
+    def __getitem__(self, index):
+        return self.graph.index(self, index)
+
+    def exp(self):
+        return self.graph.exp(self)
+
+    def log(self):
+        return self.graph.log(self)
+
+    def relu(self):
+        return self.graph.relu(self)
+
+    def sigmoid(self):
+        return self.graph.sigmoid(self)
+
+    def tanh(self):
+        return self.graph.tanh(self)
+
+    def matmul(self, other):
+        return self.graph.matmul(self, other)
+
+    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self.graph.sum(self, dim if axis is None else axis,
+                              keepdim if keepdims is None else keepdims)
+
+    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self.graph.mean(self, dim if axis is None else axis,
+                               keepdim if keepdims is None else keepdims)
+
+    def reshape(self, *shape):
+        return self.graph.reshape(self, _shape_arguments(shape))
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return self.graph.flatten(self, start_dim, end_dim)
+
+    def permute(self, *dims):
+        return self.graph.permute(self, _shape_arguments(dims))
+
+    def transpose(self, dim0, dim1):
+        return self.graph.transpose(self, dim0, dim1)
+
+    def softmax(self, dim):
+        return self.graph.softmax(self, dim)
+
+    def log_softmax(self, dim):
+        return self.graph.log_softmax(self, dim)
+
+    __hash__ = object.__hash__
+
+
+def _shape_arguments(values):
+    if len(values) == 1 and isinstance(values[0], (tuple, list)):
+        values = values[0]
+    return tuple(values)
+
+
+def _check_shape(name, shape):
+    if isinstance(shape, numbers.Integral):
+        shape = (shape,)
+    shape = tuple(shape)
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0
+               for n in shape):
+        raise ValueError(f"'{name}': a shape is a tuple of non-negative ints, got {shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+def _functional_method(name):
+    """A GraphM method that is exactly ``graphm.functional.<name>`` applied to Vars."""
+    function = getattr(F, name)
+
+    @functools.wraps(function)
+    def method(self, *args, **kwargs):
+        op, inputs, attrs = ops.bind(name, function.numpy_function, args, kwargs)
+        return self._add(op, inputs, attrs)
+
+    method.__doc__ = (f"``graphm.functional.{name}`` as a graph op (same arguments, Vars in "
+                      f"place of arrays).\n\n" + (function.__doc__ or ""))
+    return method
+
+
+class GraphM:
+    """A graph builder: inputs, params and ops become SSA nodes whose shapes are checked as they
+    are added. ``compile(outputs)`` turns it into a reusable :class:`Program`.
+
+    The convolution methods keep TorchLean's names and argument order (kernel, bias, input);
+    every other op has PyTorch's name and arguments (input first).
+    """
+
+    def __init__(self):
+        self._nodes = []
+        self._names = {}
+
+    # -- leaves ---------------------------------------------------------------------------------
+
+    def _leaf(self, kind, name, shape, dtype):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"GraphM.{kind}: the name must be a Python identifier (it becomes a "
+                             f"keyword argument of the program), got {name!r}")
+        if name in self._names:
+            raise ValueError(f"GraphM.{kind}: the name {name!r} is already used by "
+                             f"{self._names[name]}")
+        dtype = np.dtype(dtype)
+        if kind == "param" and dtype not in FLOAT_DTYPES:
+            raise TypeError(f"GraphM.param {name!r}: a param must be float32 or float64, got "
+                            f"{dtype}")
+        self._nodes.append(_Node(kind, _check_shape(name, shape), dtype, name=name))
+        self._names[name] = f"{kind} {name}"
+        return Var(self, len(self._nodes) - 1)
+
+    def input(self, name, shape, dtype="float32"):
+        """A value supplied at every run (data, labels): ``g.input("x", (64, 1, 28, 28))``."""
+        return self._leaf("input", name, shape, dtype)
+
+    def param(self, name, shape, dtype="float32"):
+        """A trainable value supplied at every run (weights); float32 or float64."""
+        return self._leaf("param", name, shape, dtype)
+
+    def constant(self, value, dtype=None):
+        """A value fixed when the graph is built (a NumPy array or a number)."""
+        array = np.array(value, dtype=dtype)
+        array.flags.writeable = False
+        self._nodes.append(_Node("const", array.shape, array.dtype, value=array))
+        return Var(self, len(self._nodes) - 1)
+
+    # -- ops ------------------------------------------------------------------------------------
+
+    def _lift(self, value, dtype, differentiable):
+        """A Var for an operand: this graph's Vars pass through, other values become constants
+        (a scalar takes the float dtype of the op's Vars, as in eager mode)."""
+        if value is None or (isinstance(value, Var) and value.graph is self):
+            return value
+        if isinstance(value, Var):
+            raise ValueError(f"{value!r} belongs to another GraphM")
+        if getattr(value, "__graphm_tensor__", False):
+            raise TypeError("cannot use an eager graphm Tensor inside a GraphM; pass its values "
+                            "as an input or param (or tensor.numpy() as a constant)")
+        array = np.asarray(value)
+        if dtype is not None and differentiable and (array.ndim == 0 or array.dtype.kind in "biu"):
+            array = array.astype(dtype)
+        return self.constant(array)
+
+    def _add(self, op, inputs, attrs):
+        """Append ``op(*inputs, **attrs)``: run its dtype and shape rules now (ShapeError)."""
+        dtype = next((v.dtype for v in inputs if isinstance(v, Var) and v.dtype in FLOAT_DTYPES),
+                     None)
+        inputs = [self._lift(v, dtype, op.differentiable(i)) for i, v in enumerate(inputs)]
+        nodes = [None if v is None else self._nodes[v.index] for v in inputs]
+        shape, out_dtype = op.infer([None if n is None else n.shape for n in nodes],
+                                    [None if n is None else n.dtype for n in nodes], attrs)
+        self._nodes.append(_Node("op", shape, out_dtype, op=op, attrs=dict(attrs),
+                                 inputs=[None if v is None else v.index for v in inputs]))
+        return Var(self, len(self._nodes) - 1)
+
+    # Convolutions: TorchLean's names and argument order (kernel, bias, input).
+
+    def conv(self, w, b, x, stride=1, padding=0, dilation=1, groups=1):
+        """N-d convolution ``conv(x, w) + b`` (rank ``w.ndim - 2``), TorchLean's ``GraphM.conv``.
+
+        ``x`` is ``(C, *sp)`` (one sample, as TorchLean) or ``(N, C, *sp)``; ``w`` is
+        ``(C_out, C/groups, *k)``; ``b`` is ``(C_out,)`` or None. The other arguments are
+        graphm.functional.conv's.
+        """
+        return self._add(ops.conv, (x, w, b), dict(stride=stride, padding=padding,
+                                                   dilation=dilation, groups=groups, rank=None))
+
+    def conv_transpose(self, w, b, x, stride=1, padding=0, output_padding=0, groups=1,
+                       dilation=1):
+        """N-d transposed convolution, TorchLean's ``GraphM.convTranspose``; ``w`` is
+        ``(C_in, C_out/groups, *k)`` (PyTorch's layout)."""
+        return self._add(ops.conv_transpose, (x, w, b), dict(
+            stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+            dilation=dilation, rank=None))
+
+    def conv2d(self, kernel, bias, input, stride=1, padding=0, dilation=1, groups=1):
+        """2-d :meth:`conv`, TorchLean's ``GraphM.conv2d`` (one stride and padding for both
+        axes, or a pair)."""
+        return self._add(ops.conv, (input, kernel, bias), dict(
+            stride=stride, padding=padding, dilation=dilation, groups=groups, rank=2))
+
+    def conv_transpose2d(self, kernel, bias, input, stride=1, padding=0, output_padding=0,
+                         groups=1, dilation=1):
+        """2-d :meth:`conv_transpose`, TorchLean's ``GraphM.convTranspose2d``."""
+        return self._add(ops.conv_transpose, (input, kernel, bias), dict(
+            stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+            dilation=dilation, rank=2))
+
+    convTranspose = conv_transpose
+    convTranspose2d = conv_transpose2d
+
+    # Arithmetic, reductions and reshaping.
+
+    def add(self, a, b):
+        """``a + b`` (broadcasting)."""
+        return self._add(ops.add, (a, b), {})
+
+    def sub(self, a, b):
+        """``a - b`` (broadcasting)."""
+        return self._add(ops.sub, (a, b), {})
+
+    def mul(self, a, b):
+        """``a * b`` (broadcasting)."""
+        return self._add(ops.mul, (a, b), {})
+
+    def div(self, a, b):
+        """``a / b`` (broadcasting)."""
+        return self._add(ops.div, (a, b), {})
+
+    def neg(self, x):
+        """``-x``."""
+        return self._add(ops.neg, (x,), {})
+
+    def pow(self, x, exponent):
+        """``x ** exponent`` for a constant number ``exponent``."""
+        if isinstance(exponent, (np.generic, np.ndarray)) and np.ndim(exponent) == 0:
+            exponent = exponent.item()
+        return self._add(ops.pow, (x,), {"exponent": exponent})
+
+    def exp(self, x):
+        """``e ** x``, elementwise."""
+        return self._add(ops.exp, (x,), {})
+
+    def log(self, x):
+        """Natural logarithm, elementwise."""
+        return self._add(ops.log, (x,), {})
+
+    def matmul(self, a, b):
+        """``a @ b`` with NumPy's matmul rules."""
+        return self._add(ops.matmul, (a, b), {})
+
+    def sum(self, x, axis=None, keepdims=False):
+        """Sum over ``axis`` (int, tuple, or None for all)."""
+        return self._add(ops.sum, (x,), {"axis": _axis(axis), "keepdims": bool(keepdims)})
+
+    def mean(self, x, axis=None, keepdims=False):
+        """Mean over ``axis`` (int, tuple, or None for all)."""
+        return self._add(ops.mean, (x,), {"axis": _axis(axis), "keepdims": bool(keepdims)})
+
+    def reshape(self, x, shape):
+        """The same values in a new shape (one ``-1`` is inferred)."""
+        return self._add(ops.reshape, (x,), {"shape": tuple(shape)})
+
+    def flatten(self, x, start_dim=0, end_dim=-1):
+        """Merge the axes ``start_dim..end_dim`` (a reshape), as ``torch.flatten``."""
+        return self.reshape(x, ops.flatten_shape(self._var(x).shape, start_dim, end_dim))
+
+    def permute(self, x, dims):
+        """Reorder the axes: ``y.shape[i] == x.shape[dims[i]]``."""
+        return self._add(ops.permute, (x,), {"dims": tuple(dims)})
+
+    def transpose(self, x, dim0, dim1):
+        """Swap two axes (a permute)."""
+        dims = list(range(self._var(x).ndim))
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        return self.permute(x, dims)
+
+    def index(self, x, index):
+        """``x[index]`` (NumPy basic or advanced indexing)."""
+        return self._add(ops.index, (x,), {"index": index})
+
+    def _var(self, x):
+        if not isinstance(x, Var) or x.graph is not self:
+            raise TypeError(f"expected a Var of this GraphM, got {x!r}")
+        return x
+
+    # Everything in graphm.functional with PyTorch's names (relu, max_pool2d, linear,
+    # cross_entropy, ...) is added below by _functional_method, with graphm.functional's
+    # signature and docstring.
+
+    # -- compile --------------------------------------------------------------------------------
+
+    def compile(self, outputs):
+        """A :class:`Program` computing ``outputs`` (a Var, or a tuple/list of Vars)."""
+        return Program(self, outputs)
+
+    def __repr__(self):
+        return f"<GraphM with {len(self._nodes)} nodes>"
+
+
+def _axis(axis):
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+for _name in ("relu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "linear",
+              "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
+              "avg_pool3d", "cross_entropy", "nll_loss", "mse_loss", "conv1d", "conv3d",
+              "conv_transpose1d", "conv_transpose3d"):
+    setattr(GraphM, _name, _functional_method(_name))
+del _name
+
+
+# ------------------------------------------------------------------------------------------------
+# Program
+# ------------------------------------------------------------------------------------------------
+
+class Program:
+    """A compiled GraphM: a fixed schedule of ops, runnable on any number of inputs.
+
+    Made by :meth:`GraphM.compile`. Only the nodes the outputs depend on are kept. Inputs and
+    params are passed by name; ``print(prog)`` shows the SSA program and ``prog.to_dot()`` its
+    Graphviz drawing.
+    """
+
+    def __init__(self, graph, outputs):
+        self._single = isinstance(outputs, Var)
+        outputs = [outputs] if self._single else list(outputs)
+        if not outputs or not all(isinstance(v, Var) and v.graph is graph for v in outputs):
+            raise TypeError("compile: outputs must be a Var or a non-empty tuple of Vars of "
+                            "this GraphM")
+        self._nodes = list(graph._nodes)          # later additions to the graph do not leak in
+        self._outputs = [v.index for v in outputs]
+        live = set()
+        stack = list(self._outputs)
+        while stack:
+            i = stack.pop()
+            if i not in live:
+                live.add(i)
+                stack.extend(j for j in self._nodes[i].inputs if j is not None)
+        self._live = sorted(live)
+        self._steps = [i for i in self._live if self._nodes[i].kind == "op"]
+        self._leaves = [i for i in self._live if self._nodes[i].kind in ("input", "param")]
+        # A node carries a derivative if it depends on a float input or param through inputs
+        # that carry one (labels and constants do not).
+        self._differentiable = set()
+        for i in self._live:
+            node = self._nodes[i]
+            if node.kind in ("input", "param") and node.dtype in FLOAT_DTYPES:
+                self._differentiable.add(i)
+            elif node.kind == "op" and any(
+                    j in self._differentiable and node.op.differentiable(k)
+                    for k, j in enumerate(node.inputs) if j is not None):
+                self._differentiable.add(i)
+        # When each value is last read, so that the forward pass can let it go.
+        last_use = {}
+        for i in self._steps:
+            for j in self._nodes[i].inputs:
+                if j is not None:
+                    last_use[j] = i
+        self._release = {i: [] for i in self._steps}
+        for j, i in last_use.items():
+            if j not in self._outputs:
+                self._release[i].append(j)
+
+    # -- signature ------------------------------------------------------------------------------
+
+    @property
+    def inputs(self):
+        """``{name: (shape, dtype)}`` of the inputs the outputs depend on."""
+        return {self._nodes[i].name: (self._nodes[i].shape, self._nodes[i].dtype)
+                for i in self._leaves if self._nodes[i].kind == "input"}
+
+    @property
+    def params(self):
+        """``{name: (shape, dtype)}`` of the params the outputs depend on."""
+        return {self._nodes[i].name: (self._nodes[i].shape, self._nodes[i].dtype)
+                for i in self._leaves if self._nodes[i].kind == "param"}
+
+    def _read_inputs(self, values, what="inputs"):
+        """Check the named arrays against the program's inputs and params."""
+        if not isinstance(values, dict):
+            raise TypeError(f"{what} must be a dict name -> array, got {type(values).__name__}")
+        known = {n.name for n in self._nodes if n.kind in ("input", "param")}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"unexpected {what} {unknown}; this program takes "
+                            f"{sorted(self.inputs) + sorted(self.params)}")
+        slots = {}
+        for i in self._leaves:
+            node = self._nodes[i]
+            if node.name not in values:
+                raise TypeError(f"missing {node.kind} '{node.name}' "
+                                f"({format_shape(node.shape, node.dtype)})")
+            array = np.asarray(values[node.name])
+            if array.shape != node.shape:
+                raise ValueError(f"{node.kind} '{node.name}' must have shape {node.shape}, got "
+                                 f"{array.shape}")
+            if array.dtype != node.dtype:
+                if node.dtype.kind in "iu" and array.dtype.kind in "iu":
+                    array = array.astype(node.dtype)
+                else:
+                    raise TypeError(f"{node.kind} '{node.name}' must be {node.dtype}, got "
+                                    f"{array.dtype} (convert with .astype(np.{node.dtype}))")
+            slots[i] = array
+        return slots
+
+    # -- running --------------------------------------------------------------------------------
+
+    def _forward(self, values, keep_residuals):
+        """Run every step in order, releasing values after their last use."""
+        residuals = {}
+        for i in self._steps:
+            node = self._nodes[i]
+            args = [None if j is None else values[j] for j in node.inputs]
+            out, res = node.op.forward(*args, **node.attrs)
+            values[i] = self._checked(node, i, out)
+            if keep_residuals and i in self._differentiable:
+                residuals[i] = res
+            for j in self._release[i]:
+                values.pop(j, None)
+        return residuals
+
+    def _checked(self, node, i, out):
+        out = np.asarray(out)
+        if out.shape != node.shape or out.dtype != node.dtype:   # a shape-rule bug, not yours
+            raise RuntimeError(f"%{i} = {node.op.name}: the shape rule promised "
+                               f"{format_shape(node.shape, node.dtype)} but forward gave "
+                               f"{format_shape(out.shape, out.dtype)}")
+        return out
+
+    def _initial_values(self, inputs):
+        values = self._read_inputs(inputs)
+        for i in self._live:
+            if self._nodes[i].kind == "const":
+                values[i] = self._nodes[i].value
+        return values
+
+    def _result(self, arrays):
+        return arrays[0] if self._single else tuple(arrays)
+
+    def __call__(self, **inputs):
+        """Evaluate the outputs: ``prog(x=..., w=...)``."""
+        values = self._initial_values(inputs)
+        self._forward(values, keep_residuals=False)
+        return self._result([values[i] for i in self._outputs])
+
+    def vjp(self, inputs, cotangents, *, return_outputs=False):
+        """Pull ``cotangents`` (one per output, shaped like it) back to every float input and
+        param: returns ``{name: gradient}`` (with ``return_outputs``, ``(outputs, grads)``)."""
+        values = self._initial_values(inputs)
+        residuals = self._forward(values, keep_residuals=True)
+        outputs = [values[i] for i in self._outputs]
+        if self._single:
+            cotangents = [cotangents]
+        cotangents = list(cotangents)
+        if len(cotangents) != len(self._outputs):
+            raise ValueError(f"vjp: expected {len(self._outputs)} cotangents, one per output, "
+                             f"got {len(cotangents)}")
+        pending = {}
+        for k, (i, cotangent) in enumerate(zip(self._outputs, cotangents)):
+            cotangent = np.asarray(cotangent)
+            if cotangent.shape != self._nodes[i].shape:
+                raise ValueError(f"vjp: cotangent {k} must have the output's shape "
+                                 f"{self._nodes[i].shape}, got {cotangent.shape}")
+            if i in self._differentiable:
+                cotangent = cotangent.astype(self._nodes[i].dtype, copy=False)
+                pending[i] = pending[i] + cotangent if i in pending else cotangent
+        for i in reversed(self._steps):
+            g = pending.pop(i, None)
+            if g is None:
+                continue
+            node = self._nodes[i]
+            grads = node.op.vjp(residuals.pop(i), g, **node.attrs)
+            for j, grad in zip(node.inputs, grads):
+                if j is not None and grad is not None and j in self._differentiable:
+                    pending[j] = pending[j] + grad if j in pending else grad
+        grads = {}
+        for i in self._leaves:
+            node = self._nodes[i]
+            if node.dtype in FLOAT_DTYPES:
+                g = pending.get(i)
+                grads[node.name] = (np.zeros(node.shape, node.dtype) if g is None
+                                    else np.array(g, dtype=node.dtype))
+        return (self._result(outputs), grads) if return_outputs else grads
+
+    def value_and_grad(self, inputs):
+        """``(value, {name: gradient})`` for a program with one one-element output (a loss)."""
+        if not self._single or np.prod(self._nodes[self._outputs[0]].shape) != 1:
+            shapes = [self._nodes[i].shape for i in self._outputs]
+            raise ValueError(f"grad needs a single one-element output (a loss), this program "
+                             f"returns {shapes if not self._single else shapes[0]}; use vjp")
+        node = self._nodes[self._outputs[0]]
+        return self.vjp(inputs, np.ones(node.shape, node.dtype), return_outputs=True)
+
+    def grad(self, inputs):
+        """``{name: gradient}`` of the one scalar output w.r.t. every float input and param."""
+        return self.value_and_grad(inputs)[1]
+
+    def jvp(self, inputs, tangents):
+        """Push ``tangents`` (``{name: array}``; missing ones are zero) forward alongside the
+        values: returns ``(outputs, output_tangents)``. Each op runs its ``jvp`` rule once."""
+        values = self._initial_values(inputs)
+        unknown = sorted(set(tangents) - {self._nodes[i].name for i in self._leaves})
+        if unknown:
+            raise TypeError(f"jvp: tangents for unknown or unused inputs {unknown}")
+        tangent = {}
+        for i in self._leaves:
+            node = self._nodes[i]
+            if node.name in tangents and node.dtype in FLOAT_DTYPES:
+                t = np.asarray(tangents[node.name])
+                if t.shape != node.shape:
+                    raise ValueError(f"jvp: tangent '{node.name}' must have shape {node.shape}, "
+                                     f"got {t.shape}")
+                tangent[i] = t.astype(node.dtype, copy=False)
+        for i in self._steps:
+            node = self._nodes[i]
+            args = [None if j is None else values[j] for j in node.inputs]
+            dargs = [None if j is None else tangent.get(j) for j in node.inputs]
+            if any(d is not None for d in dargs):
+                filled = [(d if d is not None else np.zeros_like(a))
+                          if a is not None and node.op.differentiable(k) else None
+                          for k, (a, d) in enumerate(zip(args, dargs))]
+                out, tangent[i] = node.op.jvp(args, filled, **node.attrs)
+                tangent[i] = np.asarray(tangent[i])
+            else:
+                out, _ = node.op.forward(*args, **node.attrs)
+            values[i] = self._checked(node, i, out)
+            for j in self._release[i]:
+                values.pop(j, None)
+                tangent.pop(j, None)
+        outputs = [values[i] for i in self._outputs]
+        output_tangents = [tangent[i] if i in tangent else
+                           np.zeros(self._nodes[i].shape, self._nodes[i].dtype)
+                           for i in self._outputs]
+        return self._result(outputs), self._result(output_tangents)
+
+    # -- looking at it --------------------------------------------------------------------------
+
+    def _ref(self, i):
+        node = self._nodes[i]
+        return f"%{node.name}" if node.name else f"%{i}"
+
+    @staticmethod
+    def _format_attr(value):
+        if isinstance(value, np.ndarray):
+            return f"array{format_shape(value.shape, value.dtype)}"
+        return repr(value)
+
+    def _line(self, i):
+        node = self._nodes[i]
+        typ = format_shape(node.shape, node.dtype)
+        if node.kind in ("input", "param"):
+            return f"{self._ref(i)} = {node.kind} : {typ}"
+        if node.kind == "const":
+            shown = (np.array2string(node.value, threshold=6, separator=", ")
+                     if node.value.size <= 6 else "...")
+            return f"{self._ref(i)} = const {shown} : {typ}"
+        args = ", ".join("None" if j is None else self._ref(j) for j in node.inputs)
+        attrs = " ".join(f"{k}={self._format_attr(v)}" for k, v in node.attrs.items()
+                         if v is not None)
+        return f"{self._ref(i)} = {node.op.name}({args}){' ' + attrs if attrs else ''} : {typ}"
+
+    def __str__(self):
+        leaves = ", ".join(f"{self._ref(i)}: {format_shape(self._nodes[i].shape, self._nodes[i].dtype)}"
+                           for i in self._leaves)
+        lines = [f"program({leaves}) {{"]
+        lines += [f"  {self._line(i)}" for i in self._live
+                  if self._nodes[i].kind in ("op", "const")]
+        outputs = ", ".join(self._ref(i) for i in self._outputs)
+        lines += [f"  return {outputs}", "}"]
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return (f"<Program: {len(self.inputs)} inputs, {len(self.params)} params, "
+                f"{len(self._steps)} ops, {len(self._outputs)} output(s)>")
+
+    def to_dot(self):
+        """The program as Graphviz ``dot`` text (render with ``dot -Tsvg``)."""
+        style = {"input": 'shape=ellipse, style=filled, fillcolor="#dbeafe"',
+                 "param": 'shape=ellipse, style=filled, fillcolor="#fde68a"',
+                 "const": 'shape=plaintext',
+                 "op": 'shape=box, style="rounded"'}
+        lines = ["digraph program {", "  rankdir=TB;", '  node [fontname="Helvetica"];']
+        for i in self._live:
+            node = self._nodes[i]
+            title = node.op.name if node.kind == "op" else (node.name or "const")
+            label = f"{title}\\n{format_shape(node.shape, node.dtype)}"
+            lines.append(f'  n{i} [label="{label}", {style[node.kind]}];')
+        for i in self._steps:
+            for k, j in enumerate(self._nodes[i].inputs):
+                if j is not None:
+                    lines.append(f'  n{j} -> n{i} [label="{self._nodes[i].op.inputs[k]}"];')
+        for k, i in enumerate(self._outputs):
+            lines.append(f'  out{k} [label="output {k}", shape=plaintext];')
+            lines.append(f"  n{i} -> out{k};")
+        lines.append("}")
+        return "\n".join(lines)

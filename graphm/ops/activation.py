@@ -1,0 +1,118 @@
+"""Elementwise activations: relu, sigmoid, tanh, softplus.
+
+Each is :math:`y = f(x)` elementwise, so its Jacobian is diagonal: the VJP and the JVP both
+multiply by the same slope :math:`f'(x)`, which is usually cheapest to write with the output.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphm import functional as F
+from graphm.ops.base import Op, register
+
+__all__ = ["relu", "sigmoid", "tanh", "softplus"]
+
+
+class Relu(Op):
+    r"""Rectified linear unit :math:`y = \max(x, 0)`.
+
+    .. math:: f'(x) = [x > 0] \qquad (\text{0 at } x = 0\text{, as PyTorch})
+    """
+    name = "relu"
+
+    def shape(self, x):
+        return x
+
+    def forward(self, x):
+        y = F.relu(x)
+        return y, y > 0
+
+    def vjp(self, positive, g):
+        return (g * positive,)
+
+    def jvp(self, primals, tangents):
+        y = F.relu(primals[0])
+        return y, tangents[0] * (y > 0)
+
+
+relu = register(Relu())
+
+
+class Sigmoid(Op):
+    r"""Logistic sigmoid :math:`y = \sigma(x) = 1 / (1 + e^{-x})`.
+
+    .. math:: f'(x) = \sigma(x)\,(1 - \sigma(x)) = y (1 - y)
+    """
+    name = "sigmoid"
+
+    def shape(self, x):
+        return x
+
+    def forward(self, x):
+        y = F.sigmoid(x)
+        return y, y
+
+    def vjp(self, y, g):
+        return (g * y * (1 - y),)
+
+    def jvp(self, primals, tangents):
+        y = F.sigmoid(primals[0])
+        return y, tangents[0] * y * (1 - y)
+
+
+sigmoid = register(Sigmoid())
+
+
+class Tanh(Op):
+    r"""Hyperbolic tangent :math:`y = \tanh x`.
+
+    .. math:: f'(x) = 1 - \tanh^2 x = 1 - y^2
+    """
+    name = "tanh"
+
+    def shape(self, x):
+        return x
+
+    def forward(self, x):
+        y = F.tanh(x)
+        return y, y
+
+    def vjp(self, y, g):
+        return (g * (1 - y * y),)
+
+    def jvp(self, primals, tangents):
+        y = F.tanh(primals[0])
+        return y, tangents[0] * (1 - y * y)
+
+
+tanh = register(Tanh())
+
+
+class Softplus(Op):
+    r"""Softplus :math:`y = \frac{1}{\beta}\log(1 + e^{\beta x})`, linear above the threshold.
+
+    .. math:: f'(x) = \sigma(\beta x) \quad (\beta x \le \text{threshold}), \qquad
+              f'(x) = 1 \quad \text{otherwise}
+    """
+    name = "softplus"
+
+    def shape(self, x, beta, threshold):
+        return x
+
+    def forward(self, x, beta, threshold):
+        return F.softplus(x, beta, threshold), _softplus_slope(x, beta, threshold)
+
+    def vjp(self, slope, g, beta, threshold):
+        return (g * slope,)
+
+    def jvp(self, primals, tangents, beta, threshold):
+        (x,), (dx,) = primals, tangents
+        return F.softplus(x, beta, threshold), dx * _softplus_slope(x, beta, threshold)
+
+
+softplus = register(Softplus())
+
+
+def _softplus_slope(x, beta, threshold):
+    scaled = x * x.dtype.type(beta)
+    return np.where(scaled > threshold, x.dtype.type(1), F.sigmoid(scaled))

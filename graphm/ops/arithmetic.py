@@ -1,0 +1,272 @@
+"""Arithmetic: add, sub, mul, div, neg, pow, exp, log and matmul.
+
+The binary elementwise ops broadcast as NumPy does; their VJPs sum the gradient back down to each
+input's shape (``unbroadcast``), because broadcasting copies and the adjoint of a copy is a sum.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from graphm.ops.base import Op, ShapeError, broadcast_shape, format_shape, register, unbroadcast
+
+__all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "matmul"]
+
+
+class Add(Op):
+    r"""Elementwise sum :math:`a + b` (broadcasting).
+
+    .. math:: \bar a = \bar y, \quad \bar b = \bar y, \qquad \dot y = \dot a + \dot b
+    """
+    name = "add"
+    inputs = ("a", "b")
+
+    def shape(self, a, b):
+        return broadcast_shape(a, b)
+
+    def forward(self, a, b):
+        return a + b, (a.shape, b.shape)
+
+    def vjp(self, residuals, g):
+        a_shape, b_shape = residuals
+        return unbroadcast(g, a_shape), unbroadcast(g, b_shape)
+
+    def jvp(self, primals, tangents):
+        (a, b), (da, db) = primals, tangents
+        return a + b, da + db
+
+add = register(Add())
+
+
+class Sub(Op):
+    r"""Elementwise difference :math:`a - b` (broadcasting).
+
+    .. math:: \bar a = \bar y, \quad \bar b = -\bar y, \qquad \dot y = \dot a - \dot b
+    """
+    name = "sub"
+    inputs = ("a", "b")
+
+    def shape(self, a, b):
+        return broadcast_shape(a, b)
+
+    def forward(self, a, b):
+        return a - b, (a.shape, b.shape)
+
+    def vjp(self, residuals, g):
+        a_shape, b_shape = residuals
+        return unbroadcast(g, a_shape), unbroadcast(-g, b_shape)
+
+    def jvp(self, primals, tangents):
+        (a, b), (da, db) = primals, tangents
+        return a - b, da - db
+
+sub = register(Sub())
+
+
+class Mul(Op):
+    r"""Elementwise product :math:`a b` (broadcasting).
+
+    .. math:: \bar a = \bar y\, b, \quad \bar b = \bar y\, a, \qquad \dot y = \dot a\, b + a\, \dot b
+    """
+    name = "mul"
+    inputs = ("a", "b")
+
+    def shape(self, a, b):
+        return broadcast_shape(a, b)
+
+    def forward(self, a, b):
+        return a * b, (a, b)
+
+    def vjp(self, residuals, g):
+        a, b = residuals
+        return unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)
+
+    def jvp(self, primals, tangents):
+        (a, b), (da, db) = primals, tangents
+        return a * b, da * b + a * db
+
+mul = register(Mul())
+
+
+class Div(Op):
+    r"""Elementwise quotient :math:`y = a / b` (broadcasting).
+
+    .. math:: \bar a = \bar y / b, \quad \bar b = -\bar y\, a / b^2 = -\bar y\, y / b,
+              \qquad \dot y = (\dot a - y\, \dot b) / b
+    """
+    name = "div"
+    inputs = ("a", "b")
+
+    def shape(self, a, b):
+        return broadcast_shape(a, b)
+
+    def forward(self, a, b):
+        y = a / b
+        return y, (a.shape, b, y)
+
+    def vjp(self, residuals, g):
+        a_shape, b, y = residuals
+        grad_a = g / b
+        return unbroadcast(grad_a, a_shape), unbroadcast(-grad_a * y, b.shape)
+
+    def jvp(self, primals, tangents):
+        (a, b), (da, db) = primals, tangents
+        y = a / b
+        return y, (da - y * db) / b
+
+div = register(Div())
+
+
+class Neg(Op):
+    r"""Negation :math:`-x`:  :math:`\bar x = -\bar y`, :math:`\dot y = -\dot x`."""
+    name = "neg"
+
+    def shape(self, x):
+        return x
+
+    def forward(self, x):
+        return -x, None
+
+    def vjp(self, residuals, g):
+        return (-g,)
+
+    def jvp(self, primals, tangents):
+        return -primals[0], -tangents[0]
+
+neg = register(Neg())
+
+
+class Pow(Op):
+    r"""Power with a constant exponent, :math:`y = x^p` (``p`` an attribute, not an input).
+
+    .. math:: \bar x = \bar y\, p\, x^{p-1}, \qquad \dot y = p\, x^{p-1} \dot x
+    """
+    name = "pow"
+
+    def shape(self, x, exponent):
+        if not isinstance(exponent, numbers.Real) or isinstance(exponent, bool):
+            raise TypeError(f"pow: the exponent must be a Python number, got {exponent!r}")
+        return x
+
+    def forward(self, x, exponent):
+        return x ** exponent, x
+
+    def vjp(self, x, g, exponent):
+        return (g * _power_slope(x, exponent),)
+
+    def jvp(self, primals, tangents, exponent):
+        (x,), (dx,) = primals, tangents
+        return x ** exponent, dx * _power_slope(x, exponent)
+
+
+pow = register(Pow())
+
+
+def _power_slope(x, exponent):
+    """d(x^p)/dx = p x^(p-1); exactly 0 for p = 0 (not 0 * inf at x = 0), as PyTorch."""
+    if exponent == 0:
+        return np.zeros_like(x)
+    return exponent * x ** (exponent - 1)
+
+
+class Exp(Op):
+    r"""Exponential :math:`y = e^x`: its own derivative, so the VJP reuses the output.
+
+    .. math:: \bar x = \bar y\, y, \qquad \dot y = y\, \dot x
+    """
+    name = "exp"
+
+    def shape(self, x):
+        return x
+
+    def forward(self, x):
+        y = np.exp(x)
+        return y, y
+
+    def vjp(self, y, g):
+        return (g * y,)
+
+    def jvp(self, primals, tangents):
+        y = np.exp(primals[0])
+        return y, y * tangents[0]
+
+exp = register(Exp())
+
+
+class Log(Op):
+    r"""Natural logarithm :math:`y = \log x`.
+
+    .. math:: \bar x = \bar y / x, \qquad \dot y = \dot x / x
+    """
+    name = "log"
+
+    def shape(self, x):
+        return x
+
+    def forward(self, x):
+        return np.log(x), x
+
+    def vjp(self, x, g):
+        return (g / x,)
+
+    def jvp(self, primals, tangents):
+        (x,), (dx,) = primals, tangents
+        return np.log(x), dx / x
+
+log = register(Log())
+
+
+class Matmul(Op):
+    r"""Matrix product with NumPy's ``matmul`` rules (1-D promotion, batch broadcasting).
+
+    .. math:: Y = A B, \qquad \bar A = \bar Y B^{\top}, \quad \bar B = A^{\top} \bar Y,
+              \qquad \dot Y = \dot A B + A \dot B
+
+    A 1-D ``a`` acts as a row ``(1, n)`` and a 1-D ``b`` as a column ``(n, 1)``; the VJP works
+    with those 2-D views and then drops the added axes again.
+    """
+    name = "matmul"
+    inputs = ("a", "b")
+
+    def shape(self, a, b):
+        if len(a) == 0 or len(b) == 0:
+            raise ShapeError("matmul: both operands need at least one dimension, got "
+                             f"{format_shape(a)} @ {format_shape(b)}")
+        a2 = (1,) + tuple(a) if len(a) == 1 else tuple(a)
+        b2 = tuple(b) + (1,) if len(b) == 1 else tuple(b)
+        if a2[-1] != b2[-2]:
+            raise ShapeError(f"matmul: the inner dimensions differ: {format_shape(a)} @ "
+                             f"{format_shape(b)} ({a2[-1]} != {b2[-2]})")
+        batch = broadcast_shape(a2[:-2], b2[:-2])
+        out = batch + (a2[-2], b2[-1])
+        if len(a) == 1:
+            out = out[:-2] + out[-1:]
+        if len(b) == 1:
+            out = out[:-1]
+        return out
+
+    def forward(self, a, b):
+        return np.matmul(a, b), (a, b)
+
+    def vjp(self, residuals, g):
+        a, b = residuals
+        a2 = a[None, :] if a.ndim == 1 else a                  # (..., m, n)
+        b2 = b[:, None] if b.ndim == 1 else b                  # (..., n, p)
+        g2 = g
+        if b.ndim == 1:
+            g2 = g2[..., None]
+        if a.ndim == 1:
+            g2 = g2[..., None, :]                              # g2: (..., m, p)
+        grad_a = np.matmul(g2, np.swapaxes(b2, -1, -2))        # (..., m, p) @ (..., p, n)
+        grad_b = np.matmul(np.swapaxes(a2, -1, -2), g2)        # (..., n, m) @ (..., m, p)
+        grad_a = unbroadcast(grad_a, a2.shape).reshape(a.shape)
+        grad_b = unbroadcast(grad_b, b2.shape).reshape(b.shape)
+        return grad_a, grad_b
+
+    def jvp(self, primals, tangents):
+        (a, b), (da, db) = primals, tangents
+        return np.matmul(a, b), np.matmul(da, b) + np.matmul(a, db)
+
+
+matmul = register(Matmul())

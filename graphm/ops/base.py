@@ -1,0 +1,167 @@
+"""What an op is: four rules side by side, shared by eager and compiled mode.
+
+Every differentiable operation in graphm is a small class with four methods::
+
+    shape(*shapes, **attrs)          -> output shape            (raises ShapeError)
+    forward(*xs, **attrs)            -> (out, residuals)        the value, and what vjp needs later
+    vjp(residuals, g, **attrs)       -> one gradient per input  (reverse mode: g ↦ Jᵀ g)
+    jvp(primals, tangents, **attrs)  -> (out, tangent_out)      (forward mode: t ↦ J t)
+
+``xs``/``primals`` are NumPy arrays (``None`` for an absent optional input such as a bias),
+``attrs`` the op's non-array arguments (stride, axis, ...). ``residuals`` is whatever the forward
+pass hands to the backward pass: micrograd's closure, made explicit. The JVP computes the primal
+output *and* its tangent in one forward sweep; it never calls ``vjp`` or finite differences.
+
+The eager ``Tensor`` (graphm/tensor.py) and the compiled ``GraphM`` (graphm/graph.py) only
+decide *when* to call these rules: neither holds a derivative of its own.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Op", "ShapeError", "FLOAT_DTYPES", "OPS", "register", "unbroadcast",
+           "broadcast_shape", "format_shape"]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: Every op instance by name; filled by ``@register``.
+OPS: dict[str, "Op"] = {}
+
+
+class ShapeError(ValueError):
+    """An op was given inputs whose shapes do not fit together.
+
+    graphm's stand-in for TorchLean's typed shapes: the compiled ``GraphM`` raises it while the
+    graph is being *built*, so an ill-shaped model never gets as far as running.
+    """
+
+
+def format_shape(shape, dtype=None):
+    """``float32[64,1,28,28]``: how graphm prints a shape (and dtype) in messages and programs."""
+    dims = ",".join(str(d) for d in shape)
+    return f"{np.dtype(dtype).name if dtype is not None else ''}[{dims}]"
+
+
+class Op:
+    """Base class of graphm's differentiable operations.
+
+    Subclasses set ``name`` and ``inputs`` and write the four rules. Class attributes:
+
+    name : str
+        The op's name in programs and messages (``"conv"``, ``"relu"``, ...).
+    inputs : tuple of str
+        The array arguments, in order. Everything else is an attribute.
+    optional : tuple of str
+        Inputs that may be ``None`` (a bias).
+    nondiff : tuple of str
+        Inputs that carry no derivative (integer class labels): ``vjp`` returns ``None`` for them
+        and ``jvp`` is given ``None`` as their tangent.
+    """
+
+    name: str = ""
+    inputs: tuple = ("input",)
+    optional: tuple = ()
+    nondiff: tuple = ()
+
+    # -- the four rules (subclasses override) ---------------------------------------------------
+
+    def shape(self, *shapes, **attrs):
+        """Output shape from input shapes (``None`` for an absent input); raise ShapeError."""
+        raise NotImplementedError
+
+    def forward(self, *xs, **attrs):
+        """Return ``(out, residuals)``."""
+        raise NotImplementedError
+
+    def vjp(self, residuals, g, **attrs):
+        """Return a tuple with one gradient (or None) per input: the cotangent pulled back."""
+        raise NotImplementedError
+
+    def jvp(self, primals, tangents, **attrs):
+        """Return ``(out, tangent_out)``: the tangent pushed forward, alongside the primal."""
+        raise NotImplementedError
+
+    # -- the dtype rule (shared; override for ops with integer inputs) -------------------------
+
+    def dtype(self, *dtypes, **attrs):
+        """Output dtype: all floating inputs must share float32 or float64 (no silent promotion,
+        as in graphm.functional). Non-differentiable inputs are checked by the op itself."""
+        seen = {}
+        for name, dtype in zip(self.inputs, dtypes):
+            if dtype is None or name in self.nondiff:
+                continue
+            dtype = np.dtype(dtype)
+            if dtype not in FLOAT_DTYPES:
+                raise TypeError(f"{self.name}: input '{name}' must be float32 or float64, "
+                                f"got {dtype}")
+            seen[name] = dtype
+        if len(set(seen.values())) > 1:
+            listing = ", ".join(f"{n}: {d}" for n, d in seen.items())
+            raise TypeError(f"{self.name}: inputs must share one dtype, got {listing}; graphm "
+                            "never promotes silently: convert one (e.g. .astype(np.float32))")
+        return next(iter(seen.values()))
+
+    # -- used by both modes ---------------------------------------------------------------------
+
+    def infer(self, shapes, dtypes, attrs):
+        """Run the dtype and shape rules, as both modes do before running an op.
+
+        A ValueError from the shape rule (including graphm.functional's argument checks, which
+        some rules reuse) becomes a ShapeError that starts with the op's name, so a message
+        reads the same in eager and compiled mode.
+        """
+        for name, shape in zip(self.inputs, shapes):
+            if shape is None and name not in self.optional:
+                raise TypeError(f"{self.name}: input '{name}' is required, got None")
+        dtype = self.dtype(*dtypes, **attrs)
+        try:
+            shape = tuple(self.shape(*shapes, **attrs))
+        except (ValueError, IndexError) as error:
+            message = str(error)
+            if not message.startswith(self.name):
+                message = f"{self.name}: {message}"
+            raise ShapeError(message) from None
+        return shape, dtype
+
+    def differentiable(self, index):
+        """Does input number ``index`` carry a derivative?"""
+        return self.inputs[index] not in self.nondiff
+
+    def __repr__(self):
+        return f"<op {self.name}({', '.join(self.inputs)})>"
+
+
+def register(op):
+    """List the op instance in ``OPS`` under its name and return it (``relu = register(Relu())``)."""
+    if op.name in OPS:
+        raise ValueError(f"an op named {op.name!r} is already registered")
+    OPS[op.name] = op
+    return op
+
+
+# ------------------------------------------------------------------------------------------------
+# Broadcasting, the one piece of bookkeeping that several ops share
+# ------------------------------------------------------------------------------------------------
+
+def broadcast_shape(*shapes):
+    """NumPy's broadcast of ``shapes``; ShapeError listing them all when impossible."""
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ShapeError("shapes " + " and ".join(format_shape(s) for s in shapes)
+                         + " cannot be broadcast together") from None
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape``: the VJP of NumPy broadcasting.
+
+    Broadcasting copies a value along new leading axes and along axes of length 1; the adjoint
+    of a copy is a sum, so those axes are summed (the length-1 ones kept).
+    """
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    grad = grad.sum(axis=tuple(range(extra))) if extra else grad
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    grad = grad.sum(axis=stretched, keepdims=True) if stretched else grad
+    return np.asarray(grad)                     # a full reduction gives a NumPy scalar

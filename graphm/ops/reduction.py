@@ -1,0 +1,99 @@
+"""Reductions: sum and mean over some axes (``axis=None``: all of them).
+
+A sum copies nothing and adds many things; its adjoint copies one gradient back to every summed
+position (a broadcast). The mean is the sum divided by the number of elements summed.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from graphm.ops.base import Op, ShapeError, register
+
+__all__ = ["sum", "mean", "normalize_axes"]
+
+
+def normalize_axes(axis, ndim, opname):
+    """``axis`` (None, an int or a sequence of ints, negatives allowed) as a sorted tuple."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    size = max(ndim, 1)
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral) or not -size <= a < size:
+            raise ShapeError(f"{opname}: axis {axis!r} is out of range for {ndim} dimensions")
+    normalized = tuple(sorted(int(a) % size for a in axes))
+    if len(set(normalized)) != len(normalized):
+        raise ShapeError(f"{opname}: axis {axis!r} repeats a dimension")
+    return normalized if ndim else ()
+
+
+def _reduced_shape(shape, axes, keepdims):
+    if keepdims:
+        return tuple(1 if i in axes else n for i, n in enumerate(shape))
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+def _spread(g, shape, axes, keepdims):
+    """Broadcast a reduced gradient back to ``shape`` (re-inserting the summed axes)."""
+    if not keepdims:
+        g = np.expand_dims(g, axes)
+    return np.broadcast_to(g, shape)
+
+
+class Sum(Op):
+    r"""Sum over ``axis``: :math:`y = \sum_{i \in \text{axis}} x_i`.
+
+    .. math:: \bar x_i = \bar y \quad (\text{broadcast back}), \qquad
+              \dot y = \sum_{i \in \text{axis}} \dot x_i
+    """
+    name = "sum"
+
+    def shape(self, x, axis=None, keepdims=False):
+        return _reduced_shape(x, normalize_axes(axis, len(x), self.name), keepdims)
+
+    def forward(self, x, axis=None, keepdims=False):
+        axes = normalize_axes(axis, x.ndim, self.name)
+        return np.asarray(x.sum(axis=axes, keepdims=keepdims)), x.shape
+
+    def vjp(self, x_shape, g, axis=None, keepdims=False):
+        axes = normalize_axes(axis, len(x_shape), self.name)
+        return (_spread(g, x_shape, axes, keepdims),)
+
+    def jvp(self, primals, tangents, axis=None, keepdims=False):
+        axes = normalize_axes(axis, primals[0].ndim, self.name)
+        return (np.asarray(primals[0].sum(axis=axes, keepdims=keepdims)),
+                np.asarray(tangents[0].sum(axis=axes, keepdims=keepdims)))
+
+
+sum = register(Sum())
+
+
+class Mean(Op):
+    r"""Mean over ``axis``: :math:`y = \frac{1}{n} \sum_{i \in \text{axis}} x_i`.
+
+    .. math:: \bar x_i = \bar y / n, \qquad \dot y = \frac{1}{n}\sum_{i \in \text{axis}} \dot x_i
+    """
+    name = "mean"
+
+    def shape(self, x, axis=None, keepdims=False):
+        return _reduced_shape(x, normalize_axes(axis, len(x), self.name), keepdims)
+
+    def forward(self, x, axis=None, keepdims=False):
+        axes = normalize_axes(axis, x.ndim, self.name)
+        return np.asarray(x.mean(axis=axes, keepdims=keepdims)), x.shape
+
+    def vjp(self, x_shape, g, axis=None, keepdims=False):
+        axes = normalize_axes(axis, len(x_shape), self.name)
+        count = math.prod(x_shape[a] for a in axes)
+        return (_spread(g / count, x_shape, axes, keepdims),)
+
+    def jvp(self, primals, tangents, axis=None, keepdims=False):
+        axes = normalize_axes(axis, primals[0].ndim, self.name)
+        return (np.asarray(primals[0].mean(axis=axes, keepdims=keepdims)),
+                np.asarray(tangents[0].mean(axis=axes, keepdims=keepdims)))
+
+
+mean = register(Mean())

@@ -1,0 +1,591 @@
+"""Eager mode: ``graphm.Tensor``, a NumPy array that remembers how it was made.
+
+Every operation on Tensors runs at once (like PyTorch) and, when some input requires a
+gradient, leaves a record behind: the op, its inputs, its attributes and the residuals its VJP
+will need. Those records form the *tape* (a DAG, as in micrograd). ``loss.backward()`` walks it
+from the loss back to the leaves in reverse topological order, calling each op's ``vjp`` once,
+and adds the results into the leaves' ``.grad``; then the tape is freed.
+
+Forward mode rides along the same calls: a Tensor may carry a *tangent* (``graphm.jvp`` sets
+it), and an op given a tangent calls its ``jvp`` rule, so the output's tangent is computed in the
+same sweep as its value.
+
+Nothing here knows a derivative: every rule lives in :mod:`graphm.ops`.
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+import threading
+
+import numpy as np
+
+from graphm import ops
+from graphm.functional import _dispatch
+from graphm.ops.base import FLOAT_DTYPES
+
+__all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradient mode
+# ------------------------------------------------------------------------------------------------
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+def is_grad_enabled():
+    """Are operations on Tensors being recorded for ``backward`` (in this thread)?"""
+    return _grad_mode.enabled
+
+
+class _SetGradMode:
+    """Context manager and decorator that sets the recording mode, restoring it on exit."""
+
+    mode = True
+
+    def __enter__(self):
+        self._previous = _grad_mode.enabled
+        _grad_mode.enabled = self.mode
+
+    def __exit__(self, *exc_info):
+        _grad_mode.enabled = self._previous
+
+    def __call__(self, function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return function(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_SetGradMode):
+    """Do not record operations (inference, optimizer updates), as ``torch.no_grad``.
+
+    Use as ``with graphm.no_grad(): ...`` or as a decorator ``@graphm.no_grad()``.
+    """
+
+    mode = False
+
+
+class enable_grad(_SetGradMode):
+    """Record operations again inside a ``no_grad`` block, as ``torch.enable_grad``."""
+
+    mode = True
+
+
+# ------------------------------------------------------------------------------------------------
+# The tape
+# ------------------------------------------------------------------------------------------------
+
+class Node:
+    """One record of the tape: how a Tensor was computed.
+
+    Attributes
+    ----------
+    op : graphm.ops.Op
+    attrs : dict
+        The op's attributes (stride, axis, ...).
+    inputs : tuple of (Tensor or None)
+    residuals : object
+        What ``op.forward`` left for ``op.vjp``; ``None`` once the tape is freed.
+    """
+
+    __slots__ = ("op", "attrs", "inputs", "residuals", "freed")
+
+    def __init__(self, op, attrs, inputs, residuals):
+        self.op, self.attrs, self.inputs, self.residuals = op, attrs, inputs, residuals
+        self.freed = False
+
+    def free(self):
+        """Drop the residuals and the links to the inputs (``backward`` without retain_graph)."""
+        self.residuals, self.inputs, self.freed = None, (), True
+
+
+def _topological_order(roots):
+    """Tensors reachable from ``roots`` through recorded nodes, each after all its inputs.
+
+    An explicit stack instead of recursion: a long chain of ops must not hit Python's limit.
+    """
+    order, visited = [], set()
+    stack = [(root, False) for root in roots]
+    while stack:
+        tensor, expanded = stack.pop()
+        if expanded:
+            order.append(tensor)
+            continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
+        stack.append((tensor, True))
+        if tensor._node is not None:
+            for parent in tensor._node.inputs:
+                if parent is not None and parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    return order
+
+
+def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt=()):
+    """Reverse-mode sweep over the tape from ``roots`` seeded with ``cotangents``.
+
+    Parameters
+    ----------
+    roots : list of Tensor
+    cotangents : list of ndarray
+        One per root, of its shape and dtype.
+    retain_graph : bool
+        Keep the residuals so that the tape can be swept again.
+    accumulate : bool
+        Add into ``.grad`` of leaves (and of Tensors that called ``retain_grad()``), as
+        ``Tensor.backward`` does; ``graphm.vjp`` sweeps without touching ``.grad``.
+    wrt : sequence of Tensor
+        Tensors whose total cotangent to return.
+
+    Returns
+    -------
+    list
+        For each Tensor in ``wrt``, its cotangent (None if the roots do not depend on it).
+    """
+    pending = {}                                    # id(tensor) -> cotangent summed so far
+    for root, cotangent in zip(roots, cotangents):
+        pending[id(root)] = pending[id(root)] + cotangent if id(root) in pending else cotangent
+    wanted = {id(t): None for t in wrt}
+    for tensor in reversed(_topological_order(roots)):
+        g = pending.pop(id(tensor), None)
+        if g is None:
+            continue
+        if id(tensor) in wanted:
+            wanted[id(tensor)] = g
+        node = tensor._node
+        if accumulate and (node is None or tensor._retains_grad):
+            tensor.grad = (np.array(g, dtype=tensor.dtype) if tensor.grad is None
+                           else tensor.grad + g)
+        if node is None:
+            continue
+        if node.freed:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time: the tape was freed by the "
+                "first backward(). Call backward(retain_graph=True) the first time if you need "
+                "to sweep it again.")
+        grads = node.op.vjp(node.residuals, g, **node.attrs)
+        for parent, grad in zip(node.inputs, grads):
+            if parent is None or grad is None or not parent.requires_grad:
+                continue
+            grad = np.asarray(grad)
+            if grad.shape != parent.shape:      # a rule bug, never the user's fault
+                raise RuntimeError(f"{node.op.name}: vjp returned a gradient of shape "
+                                   f"{grad.shape} for an input of shape {parent.shape}")
+            key = id(parent)
+            pending[key] = pending[key] + grad if key in pending else grad
+        if not retain_graph:
+            node.free()
+    return [wanted[id(t)] for t in wrt]
+
+
+# ------------------------------------------------------------------------------------------------
+# Tensor
+# ------------------------------------------------------------------------------------------------
+
+def _as_data(data, dtype):
+    """A fresh array from ``data``: NumPy arrays keep their dtype, Python floats become float32
+    (PyTorch's default dtype), Python ints int64."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.array(data, dtype=np.dtype(dtype))
+    if isinstance(data, (np.ndarray, np.generic)):
+        return np.array(data)
+    array = np.array(data)
+    if array.dtype.kind == "f":
+        return array.astype(np.float32)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    if array.dtype.kind == "b":
+        return array
+    raise TypeError(f"cannot make a Tensor from {type(data).__name__} (dtype {array.dtype}); "
+                    "give numbers, nested lists of numbers or a NumPy array")
+
+
+class Tensor:
+    """An n-dimensional array that records the operations done to it, for ``backward``.
+
+    Parameters
+    ----------
+    data : array_like
+        Copied. NumPy arrays keep their dtype; Python floats become float32, ints int64.
+    requires_grad : bool, default False
+        Record operations on this Tensor so that ``backward`` fills its ``.grad``.
+    dtype : str or numpy dtype, optional
+
+    Attributes
+    ----------
+    data : ndarray
+        The values.
+    grad : ndarray or None
+        Filled (and accumulated, as in PyTorch) by ``backward`` on leaves that require grad.
+    requires_grad : bool
+    """
+
+    __graphm_tensor__ = True      # graphm.functional routes calls with Tensors to graphm.ops
+    __array_ufunc__ = None        # ndarray + Tensor calls Tensor.__radd__ (NumPy defers to us)
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_data(data, dtype)
+        self.grad = None
+        self._node = None
+        self._tangent = None
+        self._retains_grad = False
+        self.requires_grad = False
+        self.requires_grad_(requires_grad)
+
+    @classmethod
+    def _wrap(cls, data, node=None, tangent=None):
+        """A Tensor around ``data`` (not copied), made by an op."""
+        result = cls.__new__(cls)
+        result.data, result.grad, result._node = data, None, node
+        result._tangent, result._retains_grad = tangent, False
+        result.requires_grad = node is not None
+        return result
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def is_leaf(self):
+        """True for Tensors made by the user rather than by a recorded op."""
+        return self._node is None
+
+    @property
+    def grad_fn(self):
+        """The name of the op that made this Tensor (None for a leaf)."""
+        return None if self._node is None else self._node.op.name
+
+    @property
+    def T(self):
+        """The axes reversed, as ``x.permute(*reversed(range(x.ndim)))``."""
+        return self.permute(*reversed(range(self.ndim)))
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        return self.data.size
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d Tensor")
+        return self.shape[0]
+
+    # -- conversion ---------------------------------------------------------------------------
+
+    def numpy(self):
+        """The values as a NumPy array (shared, not copied: do not modify it in place)."""
+        return self.data
+
+    def item(self):
+        """The value of a one-element Tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item(): only one-element Tensors can be converted to a Python "
+                             f"number, this one has shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        return bool(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def detach(self):
+        """A Tensor sharing the values, cut from the tape (no gradient flows through it)."""
+        return Tensor._wrap(self.data)
+
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` on a leaf, in place; returns the Tensor."""
+        if requires_grad and self.data.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"only float32/float64 Tensors can require gradients, this one is "
+                            f"{self.dtype}")
+        if not requires_grad and self._node is not None:
+            raise RuntimeError("requires_grad can only be switched off on a leaf Tensor; use "
+                               "detach() for a non-leaf")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this non-leaf Tensor during ``backward`` (leaves always do)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a Tensor that does not require grad")
+        self._retains_grad = True
+
+    def zero_grad(self, set_to_none=True):
+        """Forget the accumulated gradient (``grad = None``, or zeros if ``set_to_none=False``)."""
+        self.grad = None if set_to_none or self.grad is None else np.zeros_like(self.grad)
+
+    def __repr__(self):
+        body = np.array2string(self.data, separator=", ", prefix="tensor(")
+        extra = ""
+        if self._node is not None:
+            extra = f", grad_fn=<{self._node.op.name}>"
+        elif self.requires_grad:
+            extra = ", requires_grad=True"
+        if self.dtype != np.float32 and self.dtype.kind == "f" or self.dtype.kind != "f":
+            extra = f", dtype={self.dtype}" + extra
+        return f"tensor({body}{extra})"
+
+    # -- reverse mode -------------------------------------------------------------------------
+
+    def backward(self, gradient=None, retain_graph=False):
+        """Add the gradient of this Tensor w.r.t. every leaf into the leaves' ``.grad``.
+
+        Parameters
+        ----------
+        gradient : array_like, optional
+            The cotangent to start from, of this Tensor's shape. Only a one-element Tensor
+            (a loss) may leave it out (it is then 1).
+        retain_graph : bool, default False
+            Keep the tape, to call ``backward`` again. By default it is freed.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this Tensor does not require grad and has no "
+                               "recorded history (did an input set requires_grad=True? is "
+                               "this inside no_grad()?)")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward(): grad can be implicitly created only for "
+                                   f"scalar outputs; this Tensor has shape {self.shape}, so "
+                                   f"pass gradient= (an array of that shape)")
+            gradient = np.ones_like(self.data)
+        else:
+            gradient = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
+            if gradient.shape != self.shape:
+                raise ValueError(f"backward(): gradient has shape {gradient.shape} but the "
+                                 f"Tensor has shape {self.shape}")
+            gradient = gradient.astype(self.dtype, copy=False)
+        backpropagate([self], [gradient], retain_graph=retain_graph)
+
+    # -- operators and methods, each one op -----------------------------------------------------
+
+    def __add__(self, other):
+        return apply(ops.add, (self, other))
+
+    def __radd__(self, other):
+        return apply(ops.add, (other, self))
+
+    def __sub__(self, other):
+        return apply(ops.sub, (self, other))
+
+    def __rsub__(self, other):
+        return apply(ops.sub, (other, self))
+
+    def __mul__(self, other):
+        return apply(ops.mul, (self, other))
+
+    def __rmul__(self, other):
+        return apply(ops.mul, (other, self))
+
+    def __truediv__(self, other):
+        return apply(ops.div, (self, other))
+
+    def __rtruediv__(self, other):
+        return apply(ops.div, (other, self))
+
+    def __matmul__(self, other):
+        return apply(ops.matmul, (self, other))
+
+    def __rmatmul__(self, other):
+        return apply(ops.matmul, (other, self))
+
+    def __neg__(self):
+        return apply(ops.neg, (self,))
+
+    def __pos__(self):
+        return self
+
+    def __pow__(self, exponent):
+        return apply(ops.pow, (self,), {"exponent": _python_number(exponent, "**")})
+
+    def __getitem__(self, index):
+        index = index.data if isinstance(index, Tensor) else index
+        return apply(ops.index, (self,), {"index": index})
+
+    def exp(self):
+        return apply(ops.exp, (self,))
+
+    def log(self):
+        return apply(ops.log, (self,))
+
+    def relu(self):
+        return apply(ops.relu, (self,))
+
+    def sigmoid(self):
+        return apply(ops.sigmoid, (self,))
+
+    def tanh(self):
+        return apply(ops.tanh, (self,))
+
+    def matmul(self, other):
+        return apply(ops.matmul, (self, other))
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Sum over ``dim`` (an int, a tuple, or None for all); ``axis``/``keepdims`` too."""
+        axis, keepdim = _axis_arguments(dim, keepdim, axis, keepdims)
+        return apply(ops.sum, (self,), {"axis": axis, "keepdims": keepdim})
+
+    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Mean over ``dim`` (an int, a tuple, or None for all); ``axis``/``keepdims`` too."""
+        axis, keepdim = _axis_arguments(dim, keepdim, axis, keepdims)
+        return apply(ops.mean, (self,), {"axis": axis, "keepdims": keepdim})
+
+    def reshape(self, *shape):
+        """The same values in a new shape (``-1`` inferred): ``x.reshape(2, -1)`` or a tuple."""
+        return apply(ops.reshape, (self,), {"shape": _shape_arguments(shape)})
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        """Merge the axes ``start_dim..end_dim`` into one (a reshape), as ``torch.flatten``."""
+        shape = ops.flatten_shape(self.shape, start_dim, end_dim)
+        return apply(ops.reshape, (self,), {"shape": shape})
+
+    def permute(self, *dims):
+        return apply(ops.permute, (self,), {"dims": _shape_arguments(dims)})
+
+    def transpose(self, dim0, dim1):
+        """Swap two axes (a permute)."""
+        dims = list(range(self.ndim))
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        return apply(ops.permute, (self,), {"dims": tuple(dims)})
+
+    def softmax(self, dim):
+        return apply(ops.softmax, (self,), {"dim": dim % max(self.ndim, 1)})
+
+    def log_softmax(self, dim):
+        return apply(ops.log_softmax, (self,), {"dim": dim % max(self.ndim, 1)})
+
+    # Tensors are compared by identity, hashable, and used as dictionary keys by the tape.
+    __hash__ = object.__hash__
+
+
+def tensor(data, requires_grad=False, dtype=None):
+    """Make a Tensor (copying ``data``), as ``torch.tensor``. See :class:`Tensor`."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def _python_number(value, what):
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what}: the exponent must be a number, got {type(value).__name__}")
+    return value
+
+
+def _axis_arguments(dim, keepdim, axis, keepdims):
+    if axis is not None:
+        dim = axis
+    if keepdims is not None:
+        keepdim = keepdims
+    if isinstance(dim, list):
+        dim = tuple(dim)
+    return dim, bool(keepdim)
+
+
+def _shape_arguments(values):
+    """``(2, 3)``, ``((2, 3),)`` and ``([2, 3],)`` all mean the shape (2, 3)."""
+    if len(values) == 1 and isinstance(values[0], (tuple, list)):
+        values = values[0]
+    return tuple(values)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running one op eagerly
+# ------------------------------------------------------------------------------------------------
+
+def _lift(value, dtype, differentiable):
+    """A Tensor for any operand: Tensors pass through, anything else becomes a constant.
+
+    A Python or NumPy scalar takes ``dtype`` (the float dtype of the op's Tensor operands), so
+    ``x * 2`` stays float32; so does an integer array in a differentiable position.
+    """
+    if value is None or isinstance(value, Tensor):
+        return value
+    if getattr(value, "__graphm_tensor__", False):
+        raise TypeError(f"cannot mix a graphm Tensor with a {type(value).__name__} (a compiled "
+                        "graph's Var) in one operation")
+    array = np.asarray(value)
+    if array.dtype == object:
+        raise TypeError(f"cannot use a {type(value).__name__} as an operand of a Tensor op")
+    if dtype is not None and differentiable and (array.ndim == 0 or array.dtype.kind in "biu"):
+        array = array.astype(dtype)
+    return Tensor._wrap(array)
+
+
+def apply(op, inputs, attrs=None):
+    """Run ``op`` on Tensors (or constants) now, recording it when a gradient may be needed.
+
+    This is the whole of eager mode: check with the op's shape and dtype rules, then call its
+    ``forward`` (or, when an input carries a forward-mode tangent, its ``jvp``), and remember
+    the op, inputs and residuals on the output if any input requires a gradient.
+    """
+    attrs = {} if attrs is None else attrs
+    dtype = next((v.dtype for v in inputs if isinstance(v, Tensor) and v.dtype in FLOAT_DTYPES),
+                 None)
+    tensors = tuple(_lift(v, dtype, op.differentiable(i)) for i, v in enumerate(inputs))
+    arrays = tuple(None if t is None else t.data for t in tensors)
+    op.infer([None if a is None else a.shape for a in arrays],
+             [None if a is None else a.dtype for a in arrays], attrs)
+    differentiable = [t is not None and op.differentiable(i) for i, t in enumerate(tensors)]
+    record = _grad_mode.enabled and any(
+        d and t.requires_grad for d, t in zip(differentiable, tensors))
+    tangents = [t._tangent if d else None for d, t in zip(differentiable, tensors)]
+    tangent = None
+    if any(t is not None for t in tangents):
+        filled = [(t if t is not None else np.zeros_like(a)) if d else None
+                  for d, t, a in zip(differentiable, tangents, arrays)]
+        out, tangent = op.jvp(arrays, filled, **attrs)
+        tangent = np.asarray(tangent)
+        residuals = op.forward(*arrays, **attrs)[1] if record else None
+    else:
+        out, residuals = op.forward(*arrays, **attrs)
+    node = Node(op, attrs, tensors, residuals) if record else None
+    return Tensor._wrap(np.asarray(out), node, tangent)
+
+
+def _functional_handler(name, numpy_function, args, kwargs):
+    """graphm.functional called with a Tensor (or a Var): find the op and apply it there."""
+    op, inputs, attrs = ops.bind(name, numpy_function, args, kwargs)
+    kinds = {type(v) for v in inputs if getattr(v, "__graphm_tensor__", False)}
+    if len(kinds) != 1:
+        raise TypeError(f"graphm.functional.{name}(): the array arguments mix "
+                        f"{', '.join(sorted(k.__name__ for k in kinds)) or 'no Tensors'}; "
+                        "use Tensors (eager) or Vars of one GraphM (compiled)")
+    return kinds.pop()._graphm_apply(op, inputs, attrs)
+
+
+Tensor._graphm_apply = staticmethod(apply)
+_dispatch.set_tensor_handler(_functional_handler)
