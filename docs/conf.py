@@ -14,6 +14,10 @@ import os
 # when a process forks can deadlock the child.  Keep graphm at two threads (what the
 # tutorials are written and timed for) and NumPy's BLAS serial, unless the caller chose.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Idle OpenMP threads sleep instead of spinning.  With spinning (the default of GNU OpenMP), a
+# machine busy with other work (tests running beside the docs build) makes every parallel region
+# wait for a descheduled thread: the tutorials' many small convolutions became 10-80x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 for _blas_threads in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
     os.environ.setdefault(_blas_threads, "1")
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -26,8 +26,11 @@ def test_there_are_tutorials():
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs(path, tmp_path):
+    # As in docs/conf.py: two graphm threads, serial BLAS, and idle OpenMP threads that sleep
+    # rather than spin (spinning threads on a machine busy with other tests slow small
+    # convolutions down by orders of magnitude).
     env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="1",
-               MKL_NUM_THREADS="1")
+               MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     runner = ("import runpy, sys; sys.argv = [sys.argv[1]]; "
               "runpy.run_path(sys.argv[0], run_name='__main__')")
     start = time.perf_counter()
