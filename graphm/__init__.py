@@ -12,13 +12,16 @@ The layers, bottom to top (nothing imports upward)::
 from graphm._config import get_num_threads, openmp_enabled, set_num_threads
 from graphm import spec, functional
 from graphm.ops import ShapeError
-from graphm.tensor import Tensor, enable_grad, no_grad, tensor
+from graphm.tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from graphm.graph import GraphM
 from graphm.transforms import grad, jvp, value_and_grad, vjp
 from graphm import testing
 from graphm._random import manual_seed
 from graphm.checkpoint import load, save
 from graphm import data
+from graphm import nn
+from graphm.nn import compile
+from graphm import optim
 
 __version__ = "0.1.0"
 

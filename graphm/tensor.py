@@ -483,10 +483,10 @@ class Tensor:
         return apply(ops.permute, (self,), {"dims": tuple(dims)})
 
     def softmax(self, dim):
-        return apply(ops.softmax, (self,), {"dim": dim % max(self.ndim, 1)})
+        return apply(ops.softmax, (self,), {"dim": dim})
 
     def log_softmax(self, dim):
-        return apply(ops.log_softmax, (self,), {"dim": dim % max(self.ndim, 1)})
+        return apply(ops.log_softmax, (self,), {"dim": dim})
 
     # Tensors are compared by identity, hashable, and used as dictionary keys by the tape.
     __hash__ = object.__hash__

@@ -559,52 +559,70 @@ def max_pool_with_indices(fname, input, dims, kernel_size, stride=None, padding=
                              ceil_mode)
     x = _padded(_as_batched(input, geometry), geometry, -np.inf)
     spatial = input.shape[-dims:]
+    axis_stride = [math.prod(spatial[axis + 1:]) for axis in range(dims)]   # row-major
+    has_nan = bool(np.isnan(input).any())     # one pass; NaN's special rule is needed only then
+    kernel_count = math.prod(geometry.kernel_size)
+    displacement = np.empty(kernel_count, np.int64)  # flat input offset of each kernel offset
     best = best_offset = None
     seen = np.zeros(geometry.out_spatial, bool)      # has this window met a real element yet?
     for number, (offset, window) in enumerate(_offset_slices(geometry)):
+        displacement[number] = sum(a * d * st for a, d, st in
+                                   zip(offset, geometry.dilation, axis_stride))
         value = x[window]
         inside = _inside_input(offset, spatial, geometry)   # None: every position is real
         if best is None:
-            best, best_offset = value.copy(), np.zeros(value.shape, np.int64)
+            best = value.copy()
+            best_offset = np.zeros(value.shape, np.int8 if kernel_count < 128 else np.int32)
         else:
             # ">" keeps the first maximum on ties; a NaN always takes over, as in PyTorch.
-            better = (value > best) | np.isnan(value)
+            better = np.greater(value, best)
+            if has_nan:
+                better |= np.isnan(value)
             first = ~seen if inside is None else (inside & ~seen)
             if first.any():                        # a window's first real element wins outright
                 better |= first
             if inside is not None:                 # padding never wins
                 better &= inside
-            np.copyto(best, value, where=better)
-            best_offset[better] = number
+            # The offsets are visited in increasing order, so "take `number` where better" is
+            # a maximum (cheaper than a masked copy); so is the running value, NaN included.
+            np.maximum(best_offset, better * best_offset.dtype.type(number), out=best_offset)
+            np.maximum(best, value, out=best)
         seen |= True if inside is None else inside
-    # Turn (output position, winning offset) into a flat index of the unpadded input.
-    kernel_positions = np.unravel_index(best_offset, geometry.kernel_size)
-    flat = np.zeros(best.shape, np.int64)
-    for axis in range(dims):
-        grid_shape = [1] * best.ndim
-        grid_shape[best.ndim - dims + axis] = geometry.out_spatial[axis]
-        start = (np.arange(geometry.out_spatial[axis]) * geometry.stride[axis]
-                 - geometry.padding[axis]).reshape(grid_shape)
-        coordinate = start + kernel_positions[axis] * geometry.dilation[axis]
-        flat = flat * spatial[axis] + coordinate
+    # The winner's flat index in the unpadded input: where its window starts, plus the
+    # displacement of the winning kernel offset.
+    window_start = np.zeros((), np.int64)
+    for o, s, p, st in zip(geometry.out_spatial, geometry.stride, geometry.padding, axis_stride):
+        window_start = np.add.outer(window_start, (np.arange(o) * s - p) * st)
+    flat = displacement[best_offset]
+    flat += window_start
     if not geometry.batched:
         best, flat = best[0], flat[0]
     return np.ascontiguousarray(best), flat, geometry
 
 
-def max_pool_backward(grad_output, indices, input_shape, dims):
+def max_pool_backward(grad_output, indices, input_shape, geometry):
     """Adjoint of max pooling: send each output gradient to the input element that won.
 
-    Where windows overlap, one input element can win several windows; its gradient is the sum,
-    added in a fixed order (``np.bincount``), so the result is deterministic.
+    Where windows overlap, one input element can win several windows; its gradient is then the
+    sum, added in a fixed order (``np.bincount``), so the result is deterministic. Windows that
+    do not overlap (stride >= window extent, the usual 2x2 pool) have distinct winners, and a
+    plain scatter does.
 
     Shapes: ``grad_output`` and ``indices`` (N, C, *out) or (C, *out); result ``input_shape``.
     """
+    dims = len(geometry.kernel_size)
     spatial = math.prod(input_shape[-dims:])
     planes = math.prod(input_shape[:-dims])                  # N * C (or C) independent images
     targets = indices.reshape(planes, -1) + (np.arange(planes) * spatial)[:, None]
-    grad = np.bincount(targets.ravel(), weights=grad_output.ravel(), minlength=planes * spatial)
-    return grad.astype(grad_output.dtype, copy=False).reshape(input_shape)
+    overlapping = any(s < d * (k - 1) + 1 for k, s, d in
+                      zip(geometry.kernel_size, geometry.stride, geometry.dilation))
+    if overlapping:
+        grad = np.bincount(targets.ravel(), weights=grad_output.ravel(),
+                           minlength=planes * spatial).astype(grad_output.dtype, copy=False)
+    else:
+        grad = np.zeros(planes * spatial, grad_output.dtype)
+        grad[targets.ravel()] = grad_output.ravel()
+    return grad.reshape(input_shape)
 
 
 def max_pool_gather(values, indices, dims):

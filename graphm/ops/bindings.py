@@ -114,7 +114,7 @@ def _softmax(name, input, dim, _stacklevel, dtype):
     if dim is None:
         dim = Fnn._softmax_dim(name, input.ndim, None)
     op = softmax if name == "softmax" else log_softmax
-    return op, (input,), dict(dim=Fnn._normalize_dim(name, dim, input.ndim))
+    return op, (input,), dict(dim=dim)
 
 
 @_binding("linear")

@@ -42,13 +42,13 @@ class MaxPool(Op):
         return _batch_shape(x, geometry)
 
     def forward(self, x, dims, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-        y, winners, _ = Fnn.max_pool_with_indices(f"max_pool{dims}d", x, dims, kernel_size,
-                                                  stride, padding, dilation, ceil_mode)
-        return y, (winners, x.shape)
+        y, winners, geometry = Fnn.max_pool_with_indices(
+            f"max_pool{dims}d", x, dims, kernel_size, stride, padding, dilation, ceil_mode)
+        return y, (winners, x.shape, geometry)
 
-    def vjp(self, residuals, g, dims, **geometry):
-        winners, x_shape = residuals
-        return (Fnn.max_pool_backward(g, winners, x_shape, dims),)
+    def vjp(self, residuals, g, dims, **attrs):
+        winners, x_shape, geometry = residuals
+        return (Fnn.max_pool_backward(g, winners, x_shape, geometry),)
 
     def jvp(self, primals, tangents, dims, kernel_size, stride=None, padding=0, dilation=1,
             ceil_mode=False):
