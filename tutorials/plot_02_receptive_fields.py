@@ -55,6 +55,8 @@ STACKS = {
     "4 layers 3x3": [(3, 1, 1)] * 4,
     "8 layers 3x3": [(3, 1, 1)] * 8,
     "4 layers, stride 2 at 1-2": [(3, 2, 1), (3, 2, 1), (3, 1, 1), (3, 1, 1)],
+    "4 layers, stride 2 at 3-4": [(3, 1, 1), (3, 1, 1), (3, 2, 1), (3, 2, 1)],
+    "4 layers, dilation 2,2,2,2": [(3, 1, 2)] * 4,
     "4 layers, dilation 1,2,4,8": [(3, 1, 1), (3, 1, 2), (3, 1, 4), (3, 1, 8)],
 }
 for name, layers in STACKS.items():
@@ -103,7 +105,7 @@ def make_network(layers, channels=4):
     return network
 
 
-def effective_rf(network, batch=8):
+def effective_rf(network, batch=32):
     """Mean |d y_centre / d x| over a batch of random inputs, via one VJP."""
     x = rng.standard_normal((batch, 1, SIZE, SIZE))
     y, vjp_fn = graphm.vjp(network, x)
@@ -127,12 +129,12 @@ def draw(ax, erf, layers, title, half_width=18):
     ax.axis("off")
 
 
-fig, axes = plt.subplots(2, 3, figsize=(9, 6.4))
+fig, axes = plt.subplots(2, 4, figsize=(11, 6.6))
 for ax, (name, layers) in zip(axes.ravel(), STACKS.items()):
     draw(ax, effective_rf(make_network(layers)), layers, name)
 fig.suptitle("|d y_centre / d x| (normalised), central 37 x 37 pixels; "
              "cyan: the theoretical receptive field", fontsize=10)
-fig.tight_layout(rect=(0, 0, 1, 0.95))
+fig.tight_layout(rect=(0, 0, 1, 0.95), h_pad=2.0)
 
 # %%
 # Three things stand out:
@@ -141,8 +143,12 @@ fig.tight_layout(rect=(0, 0, 1, 0.95))
 #   limit;
 # * inside, the influence is **concentrated in the middle** and fades towards the edges: a
 #   centre pixel reaches the output through many paths, a corner pixel through one;
-# * stride and dilation grow the field fast, but leave **holes**: with dilations 1, 2, 4, 8 the
-#   influence is a lattice, and a stride-2 layer early on makes a grid pattern.
+# * stride and dilation grow the field fast.  Where the stride sits matters: downsampling in
+#   the first layers multiplies the growth of every later layer (23 pixels against 11 for the
+#   same four layers), and leaves a grid pattern of stronger and weaker pixels;
+# * dilation can leave **holes**: four layers of dilation 2 only ever read pixels at even
+#   offsets from the centre — the odd ones have exactly zero influence (the "gridding" problem).
+#   Dilations 1, 2, 4, 8 reach every offset up to 15 and fill the field without holes.
 #
 # The field grows like :math:`L`, its effective part like :math:`\sqrt{L}`
 # -------------------------------------------------------------------------
