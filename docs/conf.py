@@ -88,3 +88,36 @@ html_theme_options = {
 }
 html_sidebars = {"index": [], "getting_started": [], "torchlean": [], "cli": []}
 html_show_sourcelink = False
+
+
+# -- ``.. graphm-help:: train``: the command's own --help text, captured at build time --------
+# The command line page shows what ``graphm ... --help`` prints *now*, so it cannot drift from
+# graphm/cli.py.  A command that fails to print its help fails the build.
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from docutils import nodes  # noqa: E402
+from docutils.parsers.rst import Directive  # noqa: E402
+
+
+class GraphmHelp(Directive):
+    """Insert the output of ``python -m graphm <arguments> --help`` as a literal block."""
+
+    optional_arguments = 10
+
+    def run(self):
+        command = [sys.executable, "-m", "graphm", *self.arguments, "--help"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                                env=dict(os.environ, COLUMNS="96"))
+        if result.returncode != 0:
+            raise self.error(f"{' '.join(command[1:])} failed with exit code "
+                             f"{result.returncode}:\n{result.stderr}")
+        shown = " ".join(["graphm", *self.arguments, "--help"])
+        block = nodes.literal_block(text=f"$ {shown}\n{result.stdout.rstrip()}")
+        block["language"] = "text"
+        return [block]
+
+
+def setup(app):
+    app.add_directive("graphm-help", GraphmHelp)
