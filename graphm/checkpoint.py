@@ -188,17 +188,24 @@ def _open(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"graphm.load: no checkpoint at {path!r}")
     size = os.path.getsize(path)
+    with open(path, "rb") as stream:
+        start = stream.read(6)
+    if size == 0:
+        raise CheckpointError(f"graphm.load: {path} is not a readable checkpoint: the file is "
+                              "empty (0 bytes; a truncated or damaged file)")
+    if start.startswith(b"\x93NUMPY"):
+        raise CheckpointError(f"graphm.load: {path} is a single .npy array, not a graphm "
+                              "checkpoint (.npz)")
+    if not start.startswith(b"PK"):  # every zip file, hence every .npz, starts with "PK"
+        raise CheckpointError(f"graphm.load: {path} ({size} bytes) is not a readable checkpoint: "
+                              f"it starts with {start!r}, not with a zip file's b'PK' (a damaged "
+                              "file, or not a checkpoint at all)")
     try:
         npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"graphm.load: {path} ({size} bytes) is not a readable checkpoint: "
                               f"{error} (a truncated or damaged file, or not a checkpoint at all)"
                               ) from None
-    except ValueError as error:  # np.load refusing a pickle: a .npy of objects, not an npz
-        raise CheckpointError(f"graphm.load: {path} is not a graphm checkpoint ({error})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"graphm.load: {path} is a single .npy array, not a graphm "
-                              "checkpoint (.npz)")
     try:
         if _HEADER_KEY not in npz.files:
             raise CheckpointError(f"graphm.load: {path} is an .npz file but not a graphm "
