@@ -157,14 +157,14 @@ with graphm.no_grad():
     after_first = model[1](model[0](graphm.tensor(digit))).numpy()[0]    # (8, 8, 8)
     after_second = model[3](model[2](graphm.tensor(after_first[None]))).numpy()[0]  # (16, 8, 8)
 
-fig, axes = plt.subplots(3, 8, figsize=(9, 3.8))
-axes[0, 0].imshow(x_test[0, 0], cmap="gray_r")
-axes[0, 0].set_title(f"input (a {y_test[0]})", fontsize=8)
-for i in range(8):
-    axes[1, i].imshow(after_first[i], cmap="viridis")
-    axes[2, i].imshow(after_second[2 * i], cmap="viridis")
-axes[1, 0].set_title("conv 1 + ReLU: 8 channels", fontsize=8, loc="left")
-axes[2, 0].set_title("conv 2 + ReLU: every other of 16 channels", fontsize=8, loc="left")
+fig, axes = plt.subplots(2, 9, figsize=(10, 2.8))
+for row, (maps, title) in enumerate([(after_first, "conv 1 + ReLU (all 8 channels)"),
+                                     (after_second[::2], "conv 2 + ReLU (8 of 16 channels)")]):
+    axes[row, 0].imshow(x_test[0, 0], cmap="gray_r")
+    axes[row, 0].set_title(f"input: a {y_test[0]}", fontsize=8)
+    for i in range(8):
+        axes[row, i + 1].imshow(maps[i], cmap="viridis")
+    axes[row, 1].set_title(title, fontsize=8, loc="left")
 for ax in axes.ravel():
     ax.axis("off")
 fig.tight_layout()
