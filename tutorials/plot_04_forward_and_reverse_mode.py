@@ -249,7 +249,10 @@ fig.tight_layout()
 # Both modes build the same Jacobian (the ``assert np.allclose`` above); only the number of
 # sweeps differs.  With :math:`m = 1` the reverse-mode time stays flat while forward mode grows
 # linearly in :math:`n`; with :math:`n` fixed, forward mode stays flat and reverse mode grows
-# with :math:`m`, crossing over near :math:`m = n`.
+# linearly in :math:`m`.  The lines cross where :math:`m` sweeps back cost as much as :math:`n`
+# sweeps forward.  That is not exactly at :math:`m = n`: here the tape is recorded once and
+# swept back :math:`m` times, while every forward sweep recomputes the values along with the
+# tangents, so one reverse sweep is the cheaper of the two.
 #
 # What to remember
 # ----------------
