@@ -221,8 +221,9 @@ for threads in [2, 3, 5]:
 # ``mid`` case (32 samples, 16 -> 32 channels, 32 x 32, 3 x 3 kernel, float32) for each thread
 # count, taking the best of a few runs.  The machine that built this page had the CPUs printed
 # below; with more threads than CPUs the threads only take turns, so the time cannot improve
-# past that point.  (On a busy machine the numbers are noisy: the benchmark script,
-# ``python benchmarks/bench_conv.py``, takes medians over many runs.)
+# past that point.  In a serial build (``graphm.openmp_enabled()`` is False) every ``prange``
+# is a plain loop and the curve stays flat at 1.  (On a busy machine the numbers are noisy:
+# the benchmark script, ``python benchmarks/bench_conv.py``, takes medians over many runs.)
 
 cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 print(f"OpenMP build: {graphm.openmp_enabled()}, CPUs available to this process: {cpus}")
