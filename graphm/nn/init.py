@@ -33,7 +33,9 @@ __all__ = ["calculate_fan_in_and_fan_out", "calculate_gain", "uniform_", "normal
 
 def _array(target):
     """The NumPy array behind a Parameter/Tensor (``.data``) or the array itself."""
-    array = getattr(target, "data", target)
+    if isinstance(target, np.ndarray):
+        return target
+    array = getattr(target, "data", None)
     if not isinstance(array, np.ndarray):
         raise TypeError(f"init: expected a Parameter, a Tensor or a NumPy array, got "
                         f"{type(target).__name__}")

@@ -314,7 +314,9 @@ class _MaxPool(_Stateless):
             raise ValueError(f"{type(self).__name__}: return_indices=True is not supported; call "
                              f"graphm.functional.max_pool{self.dims}d(..., return_indices=True) "
                              "on NumPy arrays")
-        super().__init__(kernel_size=kernel_size, stride=stride, padding=padding,
+        # PyTorch stores stride=None as the kernel size (non-overlapping windows); so do we
+        super().__init__(kernel_size=kernel_size,
+                         stride=kernel_size if stride is None else stride, padding=padding,
                          dilation=dilation, ceil_mode=bool(ceil_mode))
 
     def forward(self, input):
@@ -345,6 +347,10 @@ class _AvgPool(_Stateless):
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True, divisor_override=None):
+        stride = kernel_size if stride is None else stride
+        if self.dims == 1:   # PyTorch's AvgPool1d keeps 1-tuples; mirrored for exact round trips
+            kernel_size, stride, padding = (tuple(v) if isinstance(v, (tuple, list)) else (v,)
+                                            for v in (kernel_size, stride, padding))
         config = dict(kernel_size=kernel_size, stride=stride, padding=padding,
                       ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
         if self.dims != 1:   # PyTorch's AvgPool1d has no divisor_override
