@@ -142,6 +142,8 @@ class Var:
     def __getitem__(self, index):
         return self.graph.index(self, index)
 
+    add, sub, mul, div, neg = __add__, __sub__, __mul__, __truediv__, __neg__
+
     def exp(self):
         return self.graph.exp(self)
 
@@ -225,8 +227,10 @@ class GraphM:
     """A graph builder: inputs, params and ops become SSA nodes whose shapes are checked as they
     are added. ``compile(outputs)`` turns it into a reusable :class:`Program`.
 
-    The convolution methods keep TorchLean's names and argument order (kernel, bias, input);
-    every other op has PyTorch's name and arguments (input first).
+    The convolution methods keep TorchLean's names and argument order (kernel, bias, input),
+    with camelCase aliases ``convTranspose`` and ``convTranspose2d``; every other op has
+    PyTorch's name and arguments (input first). Inside a model function, ``F.conv2d(x, w, b)``
+    on Vars works as well (PyTorch's order), as does every graphm.functional call.
     """
 
     def __init__(self):
@@ -236,9 +240,8 @@ class GraphM:
     # -- leaves ---------------------------------------------------------------------------------
 
     def _leaf(self, kind, name, shape, dtype):
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"GraphM.{kind}: the name must be a Python identifier (it becomes a "
-                             f"keyword argument of the program), got {name!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"GraphM.{kind}: the name must be a non-empty string, got {name!r}")
         if name in self._names:
             raise ValueError(f"GraphM.{kind}: the name {name!r} is already used by "
                              f"{self._names[name]}")
@@ -317,15 +320,43 @@ class GraphM:
     def conv2d(self, kernel, bias, input, stride=1, padding=0, dilation=1, groups=1):
         """2-d :meth:`conv`, TorchLean's ``GraphM.conv2d`` (one stride and padding for both
         axes, or a pair)."""
-        return self._add(ops.conv, (input, kernel, bias), dict(
-            stride=stride, padding=padding, dilation=dilation, groups=groups, rank=2))
+        return self._conv_rank(2, kernel, bias, input, stride, padding, dilation, groups)
+
+    def conv1d(self, kernel, bias, input, stride=1, padding=0, dilation=1, groups=1):
+        """1-d :meth:`conv` (same argument order as :meth:`conv2d`)."""
+        return self._conv_rank(1, kernel, bias, input, stride, padding, dilation, groups)
+
+    def conv3d(self, kernel, bias, input, stride=1, padding=0, dilation=1, groups=1):
+        """3-d :meth:`conv` (same argument order as :meth:`conv2d`)."""
+        return self._conv_rank(3, kernel, bias, input, stride, padding, dilation, groups)
 
     def conv_transpose2d(self, kernel, bias, input, stride=1, padding=0, output_padding=0,
                          groups=1, dilation=1):
         """2-d :meth:`conv_transpose`, TorchLean's ``GraphM.convTranspose2d``."""
+        return self._conv_transpose_rank(2, kernel, bias, input, stride, padding,
+                                         output_padding, groups, dilation)
+
+    def conv_transpose1d(self, kernel, bias, input, stride=1, padding=0, output_padding=0,
+                         groups=1, dilation=1):
+        """1-d :meth:`conv_transpose` (same argument order as :meth:`conv_transpose2d`)."""
+        return self._conv_transpose_rank(1, kernel, bias, input, stride, padding,
+                                         output_padding, groups, dilation)
+
+    def conv_transpose3d(self, kernel, bias, input, stride=1, padding=0, output_padding=0,
+                         groups=1, dilation=1):
+        """3-d :meth:`conv_transpose` (same argument order as :meth:`conv_transpose2d`)."""
+        return self._conv_transpose_rank(3, kernel, bias, input, stride, padding,
+                                         output_padding, groups, dilation)
+
+    def _conv_rank(self, rank, kernel, bias, input, stride, padding, dilation, groups):
+        return self._add(ops.conv, (input, kernel, bias), dict(
+            stride=stride, padding=padding, dilation=dilation, groups=groups, rank=rank))
+
+    def _conv_transpose_rank(self, rank, kernel, bias, input, stride, padding, output_padding,
+                             groups, dilation):
         return self._add(ops.conv_transpose, (input, kernel, bias), dict(
             stride=stride, padding=padding, output_padding=output_padding, groups=groups,
-            dilation=dilation, rank=2))
+            dilation=dilation, rank=rank))
 
     convTranspose = conv_transpose
     convTranspose2d = conv_transpose2d
@@ -425,8 +456,7 @@ def _axis(axis):
 
 for _name in ("relu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "linear",
               "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
-              "avg_pool3d", "cross_entropy", "nll_loss", "mse_loss", "conv1d", "conv3d",
-              "conv_transpose1d", "conv_transpose3d"):
+              "avg_pool3d", "cross_entropy", "nll_loss", "mse_loss"):
     setattr(GraphM, _name, _functional_method(_name))
 del _name
 
@@ -559,9 +589,9 @@ class Program:
     def _result(self, arrays):
         return arrays[0] if self._single else tuple(arrays)
 
-    def __call__(self, **inputs):
-        """Evaluate the outputs: ``prog(x=..., w=...)``."""
-        values = self._initial_values(inputs)
+    def __call__(self, values=None, /, **inputs):
+        """Evaluate the outputs: ``prog(x=..., w=...)`` or ``prog({"x": ..., "w": ...})``."""
+        values = self._initial_values({**(values or {}), **inputs})
         self._forward(values, keep_residuals=False)
         return self._result([values[i] for i in self._outputs])
 
@@ -682,8 +712,8 @@ class Program:
         return f"{self._ref(i)} = {node.op.name}({args}){' ' + attrs if attrs else ''} : {typ}"
 
     def __str__(self):
-        leaves = ", ".join(f"{self._ref(i)}: {format_shape(self._nodes[i].shape, self._nodes[i].dtype)}"
-                           for i in self._leaves)
+        leaves = ", ".join(f"{self._ref(i)}: {format_shape(node.shape, node.dtype)}"
+                           for i, node in ((i, self._nodes[i]) for i in self._leaves))
         lines = [f"program({leaves}) {{"]
         lines += [f"  {self._line(i)}" for i in self._live
                   if self._nodes[i].kind in ("op", "const")]

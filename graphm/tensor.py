@@ -431,6 +431,8 @@ class Tensor:
         index = index.data if isinstance(index, Tensor) else index
         return apply(ops.index, (self,), {"index": index})
 
+    add, sub, mul, div, neg = __add__, __sub__, __mul__, __truediv__, __neg__
+
     def exp(self):
         return apply(ops.exp, (self,))
 

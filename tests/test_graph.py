@@ -95,8 +95,8 @@ def test_names_are_checked():
     g.input("x", (2,))
     with pytest.raises(ValueError, match="already used"):
         g.param("x", (2,))
-    with pytest.raises(ValueError, match="identifier"):
-        g.input("not a name", (2,))
+    with pytest.raises(ValueError, match="non-empty string"):
+        g.input("", (2,))
     with pytest.raises(ValueError, match="shape"):
         g.input("y", (2, -1))
 
@@ -220,6 +220,17 @@ def test_compile_keeps_only_what_the_outputs_need_and_ignores_later_nodes():
     np.testing.assert_array_equal(program(x=np.ones(2, np.float32)), [2.0, 2.0])
 
 
+def test_names_need_not_be_identifiers():
+    """State-dict style names ("conv1.weight") work: pass a dict instead of keywords."""
+    g = GraphM()
+    w = g.param("conv1.weight", (3,))
+    program = g.compile(w * w)
+    values = {"conv1.weight": np.array([1.0, 2.0, 3.0], np.float32)}
+    np.testing.assert_array_equal(program(values), [1.0, 4.0, 9.0])
+    np.testing.assert_array_equal(program.vjp(values, np.ones(3))[
+        "conv1.weight"], [2.0, 4.0, 6.0])
+
+
 def test_printed_program_lists_one_ssa_line_per_node():
     g = GraphM()
     x = g.input("x", (4, 1, 8, 8))
@@ -249,5 +260,20 @@ def test_functional_and_operators_trace_into_the_graph():
     program = g.compile(model(g.input("x", (3, 4), "float64"), g.param("w", (4, 5), "float64")))
     eager = model(graphm.tensor(x_np), graphm.tensor(w_np))
     np.testing.assert_allclose(program(x=x_np, w=w_np), eager.item(), rtol=1e-14)
-    assert [line.split("= ")[1].split("(")[0].split()[0]
-            for line in str(program).splitlines()[1:-2]] == ["matmul", "relu", "const", "mul", "const", "sub", "log_softmax", "sum"]
+    ops_in_order = [line.split("= ")[1].split("(")[0].split()[0]
+                    for line in str(program).splitlines()[1:-2]]
+    assert ops_in_order == ["matmul", "relu", "const", "mul", "const", "sub", "log_softmax",
+                            "sum"]
+
+
+def test_every_conv_method_takes_kernel_bias_input():
+    g = GraphM()
+    x1, x3 = g.input("x1", (2, 3, 9)), g.input("x3", (1, 2, 4, 4, 4))
+    assert g.conv1d(g.param("k1", (4, 3, 3)), None, x1, stride=2).shape == (2, 4, 4)
+    assert g.conv3d(g.param("k3", (5, 2, 3, 3, 3)), g.param("b3", (5,)), x3,
+                    padding=1).shape == (1, 5, 4, 4, 4)
+    assert g.conv_transpose1d(g.param("t1", (3, 2, 2)), None, x1, stride=2).shape == (2, 2, 18)
+    assert g.conv_transpose3d(g.param("t3", (2, 1, 2, 2, 2)), None, x3,
+                              stride=2).shape == (1, 1, 8, 8, 8)
+    with pytest.raises(ShapeError, match="conv3d: weight must have 5"):
+        g.conv3d(g.param("bad", (4, 3, 3)), None, x3)

@@ -400,8 +400,8 @@ def test_pools_match_torch(config):
                     padding=config["padding"], dilation=config["dilation"],
                     ceil_mode=config["ceil_mode"])
     xt = torch.tensor(x, requires_grad=True)
-    expected = _torch_or_none(lambda: getattr(TF, f"max_pool{d}d")(xt, return_indices=True,
-                                                                      **max_args))
+    expected = _torch_or_none(
+        lambda: getattr(TF, f"max_pool{d}d")(xt, return_indices=True, **max_args))
     if expected is None:
         with pytest.raises(ValueError):
             getattr(GF, f"max_pool{d}d")(x, **max_args)

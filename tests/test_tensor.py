@@ -260,6 +260,7 @@ def test_methods_cover_torch_spellings():
         (x.relu(), xt.relu()), (x.sigmoid(), xt.sigmoid()), (x.tanh(), xt.tanh()),
         (x[0, 1:], xt[0, 1:]), (x.pow(2), xt.pow(2)), (x.exp(), xt.exp()),
         (-x, -xt), (x @ x.transpose(1, 2), xt @ xt.transpose(1, 2)),
+        (x.add(x).mul(x).sub(x).div(x.exp()).neg(), xt.add(xt).mul(xt).sub(xt).div(xt.exp()).neg()),
     ]
     for got, want in pairs:
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)

@@ -63,7 +63,8 @@ def _check_same_dtype(fname, **arrays):
 
 def _int_tuple(fname, argname, value, dims, minimum):
     """Expand an int (or a 1-tuple) to a ``dims``-tuple of ints, each at least ``minimum``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, tuple, list)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value,
+                                                             (numbers.Integral, tuple, list)):
         raise TypeError(f"{fname}(): {argname} must be an int or a tuple of {dims} ints, "
                         f"got {value!r}")
     if isinstance(value, numbers.Integral):
@@ -717,7 +718,7 @@ def avg_pool_backward(grad_output, input_shape, geometry, count_include_pad, div
     return out if geometry.batched else out[0]
 
 
-_MAX_POOL_DOC = r"""{dims}-D max pooling over the last {dims} axes, as ``torch.nn.functional.max_pool{dims}d``.
+_MAX_POOL_DOC = r"""{dims}-D max pooling, as PyTorch's ``max_pool{dims}d``.
 
     .. math:: y[n, c, \mathbf{{i}}] = \max_{{\mathbf{{a}} < k}}
               x[n, c, \mathbf{{i}} \cdot s - p + \mathbf{{a}} \cdot d]
@@ -744,9 +745,9 @@ _MAX_POOL_DOC = r"""{dims}-D max pooling over the last {dims} axes, as ``torch.n
     ndarray, or (ndarray, ndarray of int64) when ``return_indices``
     """
 
-_AVG_POOL_DOC = r"""{dims}-D average pooling over the last {dims} axes, as ``torch.nn.functional.avg_pool{dims}d``.
+_AVG_POOL_DOC = r"""{dims}-D average pooling, as PyTorch's ``avg_pool{dims}d``.
 
-    .. math:: y[n, c, \mathbf{{i}}] = rac{{1}}{{D_{{\mathbf{{i}}}}}} \sum_{{\mathbf{{a}} < k}}
+    .. math:: y[n, c, \mathbf{{i}}] = \frac{{1}}{{D_{{\mathbf{{i}}}}}} \sum_{{\mathbf{{a}} < k}}
               x[n, c, \mathbf{{i}} \cdot s - p + \mathbf{{a}}]
 
     where padding contributes zeros and the divisor :math:`D` counts the window's positions

@@ -36,6 +36,7 @@ class Add(Op):
         (a, b), (da, db) = primals, tangents
         return a + b, da + db
 
+
 add = register(Add())
 
 
@@ -61,13 +62,15 @@ class Sub(Op):
         (a, b), (da, db) = primals, tangents
         return a - b, da - db
 
+
 sub = register(Sub())
 
 
 class Mul(Op):
     r"""Elementwise product :math:`a b` (broadcasting).
 
-    .. math:: \bar a = \bar y\, b, \quad \bar b = \bar y\, a, \qquad \dot y = \dot a\, b + a\, \dot b
+    .. math:: \bar a = \bar y\, b, \quad \bar b = \bar y\, a, \qquad
+              \dot y = \dot a\, b + a\, \dot b
     """
     name = "mul"
     inputs = ("a", "b")
@@ -85,6 +88,7 @@ class Mul(Op):
     def jvp(self, primals, tangents):
         (a, b), (da, db) = primals, tangents
         return a * b, da * b + a * db
+
 
 mul = register(Mul())
 
@@ -115,6 +119,7 @@ class Div(Op):
         y = a / b
         return y, (da - y * db) / b
 
+
 div = register(Div())
 
 
@@ -133,6 +138,7 @@ class Neg(Op):
 
     def jvp(self, primals, tangents):
         return -primals[0], -tangents[0]
+
 
 neg = register(Neg())
 
@@ -191,6 +197,7 @@ class Exp(Op):
         y = np.exp(primals[0])
         return y, y * tangents[0]
 
+
 exp = register(Exp())
 
 
@@ -213,6 +220,7 @@ class Log(Op):
     def jvp(self, primals, tangents):
         (x,), (dx,) = primals, tangents
         return np.log(x), dx / x
+
 
 log = register(Log())
 

@@ -12,8 +12,32 @@ Every differentiable operation in graphm is a small class with four methods::
 pass hands to the backward pass: micrograd's closure, made explicit. The JVP computes the primal
 output *and* its tangent in one forward sweep; it never calls ``vjp`` or finite differences.
 
+``tangents`` holds an array for every differentiable input (zeros where the caller has none) and
+``None`` for an absent input or one without a derivative (integer labels).
+
 The eager ``Tensor`` (graphm/tensor.py) and the compiled ``GraphM`` (graphm/graph.py) only
-decide *when* to call these rules: neither holds a derivative of its own.
+decide *when* to call these rules: neither holds a derivative of its own. Here is a whole op,
+the elementwise product (graphm/ops/arithmetic.py)::
+
+    class Mul(Op):
+        name = "mul"
+        inputs = ("a", "b")
+
+        def shape(self, a, b):                   # NumPy broadcasting
+            return broadcast_shape(a, b)
+
+        def forward(self, a, b):                 # keep a and b for the VJP
+            return a * b, (a, b)
+
+        def vjp(self, residuals, g):             # product rule, summed back over broadcasting
+            a, b = residuals
+            return unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)
+
+        def jvp(self, primals, tangents):        # product rule, pushed forward
+            (a, b), (da, db) = primals, tangents
+            return a * b, da * b + a * db
+
+    mul = register(Mul())
 """
 from __future__ import annotations
 
@@ -132,7 +156,7 @@ class Op:
 
 
 def register(op):
-    """List the op instance in ``OPS`` under its name and return it (``relu = register(Relu())``)."""
+    """List the op in ``OPS`` under its name and return it: ``relu = register(Relu())``."""
     if op.name in OPS:
         raise ValueError(f"an op named {op.name!r} is already registered")
     OPS[op.name] = op

@@ -59,22 +59,22 @@ def _rank(name):
 
 @_binding("conv", "conv1d", "conv2d", "conv3d")
 def _conv(name, input, weight, bias, stride, padding, dilation, groups):
-    return conv, (input, weight, bias), dict(stride=stride, padding=padding,
-                                                  dilation=dilation, groups=groups,
-                                                  rank=_rank(name))
+    attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 rank=_rank(name))
+    return conv, (input, weight, bias), attrs
 
 
 @_binding("conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 def _conv_transpose(name, input, weight, bias, stride, padding, output_padding, groups,
                     dilation):
-    return conv_transpose, (input, weight, bias), dict(
-        stride=stride, padding=padding, output_padding=output_padding, groups=groups,
-        dilation=dilation, rank=_rank(name))
+    attrs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+                 dilation=dilation, rank=_rank(name))
+    return conv_transpose, (input, weight, bias), attrs
 
 
 @_binding("relu")
 def _relu(name, input, inplace):
-    return relu, (input,), {}      # never in place on a Tensor: the tape needs x
+    return relu, (input,), {}          # never in place on a Tensor: the tape may need the input
 
 
 @_binding("sigmoid", "tanh")
@@ -92,18 +92,18 @@ def _max_pool(name, input, kernel_size, stride, padding, dilation, ceil_mode, re
     if return_indices:
         raise NotImplementedError(f"{name}(return_indices=True) is NumPy-only: call it on "
                                   "x.numpy() to get the indices (they carry no gradient)")
-    return max_pool, (input,), dict(dims=_rank(name), kernel_size=kernel_size,
-                                         stride=stride, padding=padding, dilation=dilation,
-                                         ceil_mode=ceil_mode)
+    attrs = dict(dims=_rank(name), kernel_size=kernel_size, stride=stride, padding=padding,
+                 dilation=dilation, ceil_mode=ceil_mode)
+    return max_pool, (input,), attrs
 
 
 @_binding("avg_pool1d", "avg_pool2d", "avg_pool3d")
 def _avg_pool(name, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
               divisor_override=None):
-    return avg_pool, (input,), dict(dims=_rank(name), kernel_size=kernel_size,
-                                         stride=stride, padding=padding, ceil_mode=ceil_mode,
-                                         count_include_pad=count_include_pad,
-                                         divisor_override=divisor_override)
+    attrs = dict(dims=_rank(name), kernel_size=kernel_size, stride=stride, padding=padding,
+                 ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                 divisor_override=divisor_override)
+    return avg_pool, (input,), attrs
 
 
 @_binding("softmax", "log_softmax")
@@ -113,8 +113,7 @@ def _softmax(name, input, dim, _stacklevel, dtype):
                                   "convert the data before making the Tensor")
     if dim is None:
         dim = Fnn._softmax_dim(name, input.ndim, None)
-    op = softmax if name == "softmax" else log_softmax
-    return op, (input,), dict(dim=dim)
+    return (softmax if name == "softmax" else log_softmax), (input,), dict(dim=dim)
 
 
 @_binding("linear")
@@ -126,22 +125,24 @@ def _linear(name, input, weight, bias):
 def _cross_entropy(name, input, target, weight, size_average, ignore_index, reduce, reduction,
                    label_smoothing):
     reduction = Fnn._legacy_reduction(name, size_average, reduce, reduction)
-    return cross_entropy, (input, target, weight), dict(
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    attrs = dict(ignore_index=ignore_index, reduction=reduction,
+                 label_smoothing=label_smoothing)
+    return cross_entropy, (input, target, weight), attrs
 
 
 @_binding("nll_loss")
 def _nll_loss(name, input, target, weight, size_average, ignore_index, reduce, reduction):
     reduction = Fnn._legacy_reduction(name, size_average, reduce, reduction)
     return nll_loss, (input, target, weight), dict(ignore_index=ignore_index,
-                                                      reduction=reduction)
+                                                   reduction=reduction)
 
 
 @_binding("mse_loss")
 def _mse_loss(name, input, target, size_average, reduce, reduction, weight):
     reduction = Fnn._legacy_reduction(name, size_average, reduce, reduction)
-    if tuple(target.shape) != tuple(input.shape):
-        warnings.warn(f"Using a target size ({tuple(target.shape)}) that is different to the "
+    target_shape = tuple(getattr(target, "shape", ()))
+    if target_shape != tuple(input.shape):
+        warnings.warn(f"Using a target size ({target_shape}) that is different to the "
                       f"input size ({tuple(input.shape)}). This will likely lead to incorrect "
                       "results due to broadcasting. Please ensure they have the same size.",
                       UserWarning, stacklevel=4)

@@ -27,18 +27,20 @@ graphm's kernel K_w. For the bias, added at every position, the adjoint of that 
 sum of ȳ over the batch and all positions.
 
 The JVP needs no new kernel either. A convolution is *bilinear* in (input, weight), like a
-product, so the product rule holds (TorchLean's ``d conv(k, b, x) = conv(k, 0, dx) + conv(dk, db, x)``):
+product, so the product rule holds (TorchLean's
+``d conv(k, b, x) = conv(k, 0, dx) + conv(dk, db, x)``)::
 
-    d conv(x, w, b) = conv(ẋ, w) + conv(x, ẇ) + ḃ
+    d conv(x, w, b)           = conv(ẋ, w)           + conv(x, ẇ)           + ḃ
+    d conv_transpose(x, w, b) = conv_transpose(ẋ, w) + conv_transpose(x, ẇ) + ḃ
 
-and the same for the transposed convolution. The whole table (DESIGN.md):
+The reverse-mode table (DESIGN.md):
 
-=============== ================= ============= ============== ============== ==================================
-op              forward           VJP wrt input VJP wrt weight VJP wrt bias   JVP
-=============== ================= ============= ============== ============== ==================================
-conv            K_fwd(x, w) + b   K_in(ȳ, w)    K_w(x, ȳ)      sum of ȳ       conv(ẋ, w) + conv(x, ẇ) + ḃ
-conv_transpose  K_in(x, w) + b    K_fwd(ȳ, w)   K_w(ȳ, x)      sum of ȳ       conv_transpose(ẋ, w) + ... + ḃ
-=============== ================= ============= ============== ============== ==================================
+===============  ===============  ===========  ==========  ==========
+op               forward          x̄            w̄           b̄
+===============  ===============  ===========  ==========  ==========
+conv             K_fwd(x, w) + b  K_in(ȳ, w)   K_w(x, ȳ)   sum of ȳ
+conv_transpose   K_in(x, w) + b   K_fwd(ȳ, w)  K_w(ȳ, x)   sum of ȳ
+===============  ===============  ===========  ==========  ==========
 
 The three kernels live in ``graphm._kernels``; ``graphm.functional`` wraps them as ``conv``,
 ``conv_transpose``, ``conv_backward`` and ``conv_transpose_backward``, and this module only

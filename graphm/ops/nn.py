@@ -224,7 +224,8 @@ class NllLoss(_ClassificationLoss):
     r"""Negative log-likelihood of integer labels under log-probabilities ``x``.
 
     Linear in ``x``: :math:`L_i = -\sum_c q_{ic} x_{ic}`, so
-    :math:`\partial L_i / \partial x_{ic} = -q_{ic}` and :math:`\dot L_i = -\sum_c q_{ic}\dot x_{ic}`.
+    :math:`\partial L_i / \partial x_{ic} = -q_{ic}` and
+    :math:`\dot L_i = -\sum_c q_{ic}\dot x_{ic}`.
     """
     name = "nll_loss"
 
