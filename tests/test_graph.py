@@ -11,6 +11,9 @@ from graphm import GraphM, ShapeError
 torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
+# torch.func warns about torch.jit on import; that is PyTorch's business, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")
+
 
 def small_cnn():
     """A graph in TorchLean's style: single-sample input, conv(w, b, x) argument order."""
@@ -71,6 +74,7 @@ def test_vars_know_their_shapes_while_building():
      r"cross_entropy: for input \(2, 108\).*target must have shape \(2,\)"),
     (lambda g, x: g.mse_loss(x, g.input("t", (2, 3, 5, 6))), r"mse_loss: shapes"),
 ])
+@pytest.mark.filterwarnings("ignore:Using a target size")
 def test_ill_shaped_ops_raise_shape_error_at_build_time(build, match):
     g = GraphM()
     x = g.input("x", (2, 3, 6, 6))

@@ -16,7 +16,8 @@ import graphm.functional as GF
 torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# torch.func warns about torch.jit on import; that is PyTorch's business, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")
 
 
 def lenet(F, x, p, labels):

@@ -24,6 +24,9 @@ from graphm.testing import check_jvp_vjp, gradcheck
 torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
+# torch.func warns about torch.jit on import; that is PyTorch's business, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")
+
 
 @dataclass
 class Case:
@@ -429,3 +432,53 @@ def test_pools_match_torch(config):
     g = rng.standard_normal(out.shape)
     (grad_t,) = torch.autograd.grad(expected, xt, torch.from_numpy(g))
     np.testing.assert_allclose(vjp_fn(g)[0], grad_t.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# The conv ops over randomly drawn configurations (the conv core's own strategy)
+# ------------------------------------------------------------------------------------------------
+
+from conftest import conv_cases  # noqa: E402
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv", "conv_transpose"])
+@pytest.mark.parametrize("d", [1, 2, 3])
+@settings(max_examples=examples(15))
+@given(data=st.data())
+def test_conv_ops_on_random_configurations(d, transpose, data):
+    """Build-time shape == run-time shape; VJP and JVP equal PyTorch's; <Jt, g> = <t, J^T g>."""
+    case = data.draw(conv_cases(d, transpose))
+    x, w, b, _ = case.arrays(np.float64)
+    name = f"conv_transpose{d}d" if transpose else f"conv{d}d"
+    kwargs = case.kwargs()
+
+    def f_graphm(*args):
+        return getattr(GF, name)(*args, **kwargs)
+
+    def f_torch(*args):
+        return getattr(TF, name)(*args, **kwargs)
+
+    primals = (x, w) if b is None else (x, w, b)
+    g = graphm.GraphM()
+    var = f_graphm(*[g.input(f"a{i}", a.shape, a.dtype) for i, a in enumerate(primals)])
+    assert var.shape == case.output_shape
+
+    rng = np.random.default_rng(case.seed % 2 ** 32)
+    tangents = tuple(rng.standard_normal(a.shape) for a in primals)
+    out, vjp_fn = graphm.vjp(f_graphm, *primals)
+    assert out.shape == case.output_shape
+    cotangent = rng.standard_normal(out.shape)
+    grads = vjp_fn(cotangent)
+    _, tangent_out = graphm.jvp(f_graphm, primals, tangents)
+
+    leaves = [torch.tensor(a, requires_grad=True) for a in primals]
+    expected = f_torch(*leaves)
+    expected_grads = torch.autograd.grad(expected, leaves, torch.from_numpy(cotangent))
+    _, expected_tangent = torch.func.jvp(f_torch, tuple(torch.from_numpy(a) for a in primals),
+                                         tuple(torch.from_numpy(t) for t in tangents))
+    for got, want in zip(grads, expected_grads):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-10,
+                                   atol=1e-10 * max(1.0, np.abs(want.numpy()).max()))
+    np.testing.assert_allclose(tangent_out, expected_tangent.numpy(), rtol=1e-10,
+                               atol=1e-10 * max(1.0, np.abs(expected_tangent.numpy()).max()))
+    assert check_jvp_vjp(f_graphm, primals, seed=case.seed % 1000)

@@ -12,6 +12,9 @@ from graphm.testing import GradcheckError, check_jvp_vjp, gradcheck
 torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
+# torch.func warns about torch.jit on import; that is PyTorch's business, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")
+
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 3, 6, 6))
 W = RNG.standard_normal((4, 3, 3, 3))
