@@ -38,8 +38,8 @@ def _outputs(result, fname):
     """``f``'s result as a list of Tensors plus a function rebuilding its structure."""
     if isinstance(result, Tensor):
         return [result], lambda arrays: arrays[0]
-    if isinstance(result, (tuple, list)) and result and all(isinstance(r, Tensor)
-                                                           for r in result):
+    if isinstance(result, (tuple, list)) and result and all(
+            isinstance(r, Tensor) for r in result):
         return list(result), lambda arrays: type(result)(arrays)
     raise TypeError(f"{fname}: f must return a graphm Tensor or a tuple of Tensors (compute "
                     f"with graphm.functional, Tensor operators and methods), got "
