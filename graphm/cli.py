@@ -380,17 +380,39 @@ def _benchmark_script(name):
     return path
 
 
+#: ``graphm bench NAME`` runs ``benchmarks/<file>.py``
+BENCHMARKS = {"conv": "bench_conv", "step": "bench_train_step", "train": "bench_train"}
+_BENCH_HELP = """usage: graphm bench [conv|step|train] [arguments of that benchmark]
+
+Compare graphm with PyTorch (same process, same thread count); needs torch.
+  conv   conv2d / conv_transpose2d forward and forward+backward (benchmarks/bench_conv.py),
+         the default
+  step   one training step of a LeNet-style CNN, batch 64, 28x28
+         (benchmarks/bench_train_step.py)
+  train  whole epochs of the `graphm train` CNN on the digits (benchmarks/bench_train.py)
+Arguments after the name go to the benchmark: graphm bench conv --help
+"""
+
+
 def bench(args):
-    """``graphm bench``: run benchmarks/bench_conv.py (or bench_train.py) in this process."""
-    name = {"conv": "bench_conv", "train": "bench_train"}[args.which]
-    path = _benchmark_script(name)
+    """``graphm bench``: run one of benchmarks/*.py in this process."""
+    arguments = list(args.arguments)
+    if arguments[:1] in (["-h"], ["--help"]):
+        print(_BENCH_HELP, end="")
+        return 0
+    which = arguments.pop(0) if arguments[:1] and arguments[0] in BENCHMARKS else "conv"
+    path = _benchmark_script(BENCHMARKS[which])
     if importlib.util.find_spec("torch") is None:
         raise TrainingError("the benchmarks compare graphm with PyTorch, which is not installed: "
                             "pip install torch==2.13.0")
-    spec = importlib.util.spec_from_file_location(f"graphm_{name}", path)
+    spec = importlib.util.spec_from_file_location(f"graphm_{BENCHMARKS[which]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.main(args.bench_args)
+    program, sys.argv[0] = sys.argv[0], f"graphm bench {which}"   # for the benchmark's usage
+    try:
+        result = module.main(arguments)
+    finally:
+        sys.argv[0] = program
     return result if isinstance(result, int) else 0
 
 
@@ -466,20 +488,20 @@ def build_parser():
     i.add_argument("checkpoint", nargs="?", help="a checkpoint to describe")
     i.set_defaults(handler=info)
 
-    b = commands.add_parser("bench", help="graphm vs PyTorch timings (needs torch)",
-                            description="Run benchmarks/bench_conv.py (conv, the default) or "
-                                        "benchmarks/bench_train.py (train); arguments after the "
-                                        "name go to the benchmark (try: graphm bench conv "
-                                        "--help).")
-    b.add_argument("which", nargs="?", choices=["conv", "train"], default="conv")
-    b.add_argument("bench_args", nargs=argparse.REMAINDER)
-    b.set_defaults(handler=bench)
+    # listed for `graphm --help`; its arguments belong to the benchmark, so main() hands them
+    # over without parsing (see _BENCH_HELP)
+    commands.add_parser("bench", help="graphm vs PyTorch timings: conv (default), step, train "
+                                      "(needs torch)", add_help=False)
     return parser
 
 
 def main(argv=None):
     """Entry point of the ``graphm`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        args = argparse.Namespace(command="bench", arguments=argv[1:], handler=bench)
+    else:
+        args = build_parser().parse_args(argv)
     from graphm.checkpoint import CheckpointError
     try:
         return args.handler(args)

@@ -201,7 +201,9 @@ def test_info(tmp_path, capsys):
 def test_bench_runs_the_training_benchmark(capsys):
     status, out, err = run(capsys, "bench", "train", "--epochs", "1")
     assert status == 0, err
-    assert "ratio" in out
+    assert "ratio" in out and "graphm compiled" in out
+    status, out, _ = run(capsys, "bench", "--help")
+    assert status == 0 and "conv" in out and "step" in out and "train" in out
 
 
 def test_python_dash_m_and_console_script():
