@@ -291,6 +291,10 @@ class Tensor:
             raise TypeError("len() of a 0-d Tensor")
         return self.shape[0]
 
+    def __iter__(self):
+        """The rows ``x[0], x[1], ...`` (each an indexing op, so gradients flow)."""
+        return (self[i] for i in range(len(self)))
+
     # -- conversion ---------------------------------------------------------------------------
 
     def numpy(self):

@@ -266,6 +266,14 @@ def test_methods_cover_torch_spellings():
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
 
 
+def test_iterating_gives_rows_that_carry_gradients():
+    x = tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    rows = list(x)
+    assert len(rows) == 3 and rows[1].tolist() == [2.0, 3.0]
+    (rows[0] * rows[2]).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[4.0, 5.0], [0.0, 0.0], [0.0, 1.0]])
+
+
 def test_mixing_tensors_and_graph_vars_is_an_error():
     g = graphm.GraphM()
     v = g.input("v", (3,), "float64")
