@@ -712,11 +712,8 @@ class Program:
         return f"{self._ref(i)} = {node.op.name}({args}){' ' + attrs if attrs else ''} : {typ}"
 
     def __str__(self):
-        leaves = ", ".join(f"{self._ref(i)}: {format_shape(node.shape, node.dtype)}"
-                           for i, node in ((i, self._nodes[i]) for i in self._leaves))
-        lines = [f"program({leaves}) {{"]
-        lines += [f"  {self._line(i)}" for i in self._live
-                  if self._nodes[i].kind in ("op", "const")]
+        """One line per node: ``%name = op(%args) attrs : dtype[shape]``, then the outputs."""
+        lines = ["program {"] + [f"  {self._line(i)}" for i in self._live]
         outputs = ", ".join(self._ref(i) for i in self._outputs)
         lines += [f"  return {outputs}", "}"]
         return "\n".join(lines)
