@@ -23,6 +23,8 @@ import numbers
 
 import numpy as np
 
+from graphm.tensor import Tensor
+
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "CosineAnnealingLR"]
 
 
@@ -42,7 +44,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}                      # id(parameter) -> dict
-        params = list(params)
+        params = [params] if isinstance(params, Tensor) else list(params)
         if not params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
@@ -54,11 +56,10 @@ class Optimizer:
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError("a parameter group is a dict with a 'params' list")
         params = group["params"]
-        params = [params] if hasattr(params, "data") else list(params)
+        params = [params] if isinstance(params, Tensor) else list(params)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for p in params:
-            if not (hasattr(p, "data") and hasattr(p, "grad") and
-                    isinstance(p.data, np.ndarray)):
+            if not isinstance(p, Tensor):
                 raise TypeError(f"{type(self).__name__} can only optimize Parameters or "
                                 f"Tensors, got {type(p).__name__}")
             if not p.requires_grad:

@@ -68,7 +68,7 @@ def plot_filters(weight, path, title="first-layer filters"):
     channel are averaged. Colours are symmetric around zero (red positive, blue negative), so a
     filter's sign pattern, the edge or blob it responds to, can be read off directly.
     """
-    weight = np.asarray(getattr(weight, "data", weight), dtype=float)
+    weight = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight, dtype=float)
     if weight.ndim != 4:
         raise ValueError(f"plot_filters: expected a 2-d convolution weight (out, in, kH, kW), "
                          f"got shape {weight.shape}")

@@ -199,6 +199,7 @@ def test_info(tmp_path, capsys):
 
 
 def test_bench_runs_the_training_benchmark(capsys):
+    pytest.importorskip("torch")
     status, out, err = run(capsys, "bench", "train", "--epochs", "1")
     assert status == 0, err
     assert "ratio" in out and "graphm compiled" in out

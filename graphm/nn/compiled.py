@@ -23,6 +23,7 @@ import numpy as np
 
 from graphm.graph import GraphM
 from graphm.nn.module import Module
+from graphm.tensor import Tensor
 
 __all__ = ["compile", "CompiledModule"]
 
@@ -41,7 +42,8 @@ def _identifier(name, taken):
 
 
 def _as_array(value):
-    return np.asarray(getattr(value, "data", value))
+    """A NumPy array from an array or a Tensor (whose values are ``.data``)."""
+    return value.data if isinstance(value, Tensor) else np.asarray(value)
 
 
 class CompiledModule:

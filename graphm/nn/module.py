@@ -72,6 +72,11 @@ def _check_device(fname, device):
                          "elsewhere, move the model to PyTorch with graphm.interop.to_torch)")
 
 
+def _values(value):
+    """The NumPy array of a state-dict entry (an array, or a Tensor whose values are ``.data``)."""
+    return value.data if isinstance(value, Tensor) else np.asarray(value)
+
+
 class Module:
     """Base class of every layer and network.
 
@@ -260,7 +265,7 @@ class Module:
         mismatched = []
         for name, parameter in own.items():
             if name in state_dict:
-                value = np.asarray(getattr(state_dict[name], "data", state_dict[name]))
+                value = _values(state_dict[name])
                 if value.shape != parameter.shape:
                     mismatched.append(f"{name}: checkpoint {value.shape}, model {parameter.shape}")
         if mismatched:
@@ -268,7 +273,7 @@ class Module:
                              + "; ".join(mismatched))
         for name, parameter in own.items():
             if name in state_dict:
-                value = np.asarray(getattr(state_dict[name], "data", state_dict[name]))
+                value = _values(state_dict[name])
                 parameter.data[...] = value    # in place: optimizers keep pointing at it
         return IncompatibleKeys(missing, unexpected)
 
