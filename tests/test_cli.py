@@ -109,8 +109,12 @@ def test_ctrl_c_in_the_first_epoch(tmp_path, capsys, monkeypatch):
 def test_real_sigint_stops_cleanly(tmp_path):
     """SIGINT (what Ctrl-C sends) to a real `python -m graphm train`: status 130, and the
     checkpoint on disk is complete."""
+    # A shell may start background jobs with SIGINT ignored, and Python then keeps ignoring it:
+    # restore the default (KeyboardInterrupt) first, as an interactive terminal would have it.
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from graphm.cli import main; sys.exit(main(sys.argv[1:]))")
     process = subprocess.Popen(
-        [sys.executable, "-m", "graphm", "train", "--epochs", "200", "--quiet", "--out",
+        [sys.executable, "-c", code, "train", "--epochs", "200", "--quiet", "--out",
          str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint = tmp_path / "checkpoint.npz"
     deadline = time.monotonic() + 90
