@@ -26,6 +26,12 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# The suite makes thousands of tiny kernel calls, each a few OpenMP parallel regions. By default
+# OpenMP threads spin while they wait at a region's end; on a busy 2-core CI machine a spinning
+# thread burns the time slice its partner needs, and the suite ran 4x slower. Sleeping waiters
+# change no result (and the caller's own choice wins). Set before graphm or torch load OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 
 def pytest_configure(config):
@@ -312,7 +318,11 @@ def conv_cases(draw, d, transpose=False, *, max_in=6, max_kernel=3, max_stride=3
 # --------------------------------------------------------------------------------------------
 
 def _torch_function(d, transpose):
+    import torch
     import torch.nn.functional as TF
+    # The oracle's tensors are small: one thread spares the two cores for graphm's own threads
+    # (PyTorch's thread count does not change its results' meaning, only its speed).
+    torch.set_num_threads(1)
     name = f"conv_transpose{d}d" if transpose else f"conv{d}d"
     return getattr(TF, name)
 

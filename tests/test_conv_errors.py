@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import (
     assert_close, conv_cases, conv_out_size, conv_transpose_out_size, examples, make_rng,
-    torch_forward,
+    torch_forward, torch_gradients,
 )
 
 F = pytest.importorskip("graphm.functional")
@@ -154,10 +154,9 @@ def keyword_cases(d):
         (dict(groups=0), ValueError, "groups", "groups=0"),
         (dict(groups=-2), ValueError, "groups", "groups=-2"),
         (dict(groups=1.5), TypeError, "groups", "groups=1.5"),
-        # IN_C = 4 and OUT_C = 6: groups 3 divides neither 4 input channels...
+        # groups 3 does not divide the IN_C = 4 input channels
         (dict(groups=3), ValueError, "groups", "groups-not-dividing-channels"),
     ]
-    # (a 1-d tuple of the wrong length is covered by "too long": d + 1 entries)
 
 
 KEYWORD_PARAMS = [
@@ -306,6 +305,9 @@ def shape_cases(entry):
          "input|output|padding", "output-extent-negative"),
     ]
     if not t:
+        # groups 4 divides the 4 input channels (weight in-channels 1) but not the 6 outputs
+        cases.append((dict(weight=np.ones((OUT_C, 1) + k)), dict(groups=4), ValueError,
+                      "groups", "out-channels-not-divisible-by-groups"))
         cases.append((dict(input=np.ones((BATCH, IN_C) + (4,) * d)), dict(dilation=2),
                       ValueError, "input", "input-smaller-than-dilated-kernel"))
         cases.append((dict(input=np.ones((BATCH, IN_C) + (4,) * (d - 1) + (2,))), {},
@@ -532,10 +534,10 @@ def messy_configurations(draw):
 
 
 @settings(max_examples=examples(1000))
-@given(config=messy_configurations(), seed=st.integers(0, 2**16))
-def test_random_configurations_raise_or_match_torch(config, seed):
+@given(config=messy_configurations(), seed=st.integers(0, 2**16), backward=st.booleans())
+def test_random_configurations_raise_or_match_torch(config, seed, backward):
     """Invalid: ValueError or TypeError (never another exception, a crash or a result).
-    Valid: the forward agrees with PyTorch."""
+    Valid: the forward, or the backward function, agrees with PyTorch."""
     problem = contract_problem(**config)
     event(f"invalid: {problem}" if problem else "valid")
     d, transpose, batch = config["d"], config["transpose"], config["batch"]
@@ -548,11 +550,20 @@ def test_random_configurations_raise_or_match_torch(config, seed):
     if transpose:
         kwargs["output_padding"] = config["output_padding"]
     function = F.conv_transpose if transpose else F.conv
+    backward_function = F.conv_transpose_backward if transpose else F.conv_backward
     if problem is not None:
         with pytest.raises((ValueError, TypeError)):
-            function(x, w, **kwargs)
+            if backward:  # any grad_output: the configuration itself is invalid
+                backward_function(np.ones((1,) * x.ndim), x, w, **kwargs)
+            else:
+                function(x, w, **kwargs)
         return
-    out = function(x, w, **kwargs)
     pytest.importorskip("torch")
     expected = torch_forward(x, w, None, transpose=transpose, **kwargs)
-    assert_close(out, expected, np.float64)
+    if not backward:
+        assert_close(function(x, w, **kwargs), expected, np.float64)
+        return
+    g = rng.standard_normal(expected.shape)
+    grads = backward_function(g, x, w, **kwargs)
+    for got, want in zip(grads, torch_gradients(g, x, w, transpose=transpose, **kwargs)):
+        assert_close(got, want, np.float64)

@@ -25,6 +25,7 @@ pytest.importorskip("torch")
 F = pytest.importorskip("graphm.functional")
 
 DIMS = (1, 2, 3)
+LAYOUTS = ["F", "strided", "reversed", "readonly"]  # besides "C"; see conftest.with_layout
 # Sizes per rank: enough positions that the stride leaves remainders, small enough to be fast.
 MAX_IN = {1: 11, 2: 7, 3: 4}
 
@@ -226,6 +227,20 @@ def test_sizes_past_the_blocking(name, dtype):
     check_case(make_case(params.pop("d"), **params), dtype, generic=False)
 
 
+@settings(max_examples=examples(60))
+@given(data=st.data())
+def test_large_random_configurations(data):
+    """Random configurations up to the blocking sizes and past them, any layout."""
+    d = data.draw(st.integers(1, 3), label="d")
+    transpose = data.draw(st.booleans(), label="transpose")
+    case = data.draw(conv_cases(d, transpose, max_in={1: 300, 2: 24, 3: 8}[d], max_kernel=5,
+                                max_dilation=3, max_pad=3, max_per_group=110, max_batch=11),
+                     label="case")
+    dtype = data.draw(st.sampled_from(FLOAT_DTYPES), label="dtype")
+    layout = data.draw(st.sampled_from(["C"] + LAYOUTS), label="layout")
+    check_case(case, dtype, generic=data.draw(st.booleans(), label="generic"), layout=layout)
+
+
 # --------------------------------------------------------------------------------------------
 # Batched vs unbatched
 # --------------------------------------------------------------------------------------------
@@ -253,9 +268,6 @@ def test_unbatched_is_the_batch_of_one(d, transpose):
 # --------------------------------------------------------------------------------------------
 # Memory layouts: accepted, and the values do not depend on them
 # --------------------------------------------------------------------------------------------
-
-LAYOUTS = ["F", "strided", "reversed", "readonly"]
-
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=["float32", "float64"])
