@@ -186,6 +186,26 @@ def test_tuple_of_wrong_length_for_rank_one_entry():
             F.conv3d(x3, w3, **{key: (1,)})
 
 
+HUGE = 2**63  # does not fit a C long: must be caught in Python, before any index arithmetic
+
+
+@pytest.mark.parametrize("entry", [Entry("conv2d", 2), Entry("conv_backward", 2),
+                                   Entry("conv_transpose2d", 2),
+                                   Entry("conv_transpose_backward", 2)], ids=repr)
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(stride=HUGE), "stride|output"),
+    (dict(stride=(1, HUGE)), "stride|output"),
+    (dict(dilation=HUGE), "dilation|input|output"),
+    (dict(padding=HUGE), "padding|output"),
+    (dict(padding=2**62), "padding|output"),  # an output of ~2**63 positions per axis
+], ids=["stride", "stride-tuple", "dilation", "padding", "padding-2**62"])
+def test_absurdly_large_values(entry, kwargs, pattern):
+    """Integers past int64 or outputs past any memory: a ValueError that says which argument
+    (not an OverflowError or NumPy's 'Maximum allowed size exceeded')."""
+    with pytest.raises(ValueError, match=pattern):
+        entry.call(**kwargs)
+
+
 # --------------------------------------------------------------------------------------------
 # String padding
 # --------------------------------------------------------------------------------------------
