@@ -6,9 +6,11 @@ The step is a forward pass and a backward pass (every parameter gradient) on a b
     conv 1->8 k5 p2, relu, max_pool 2  ->  conv 8->16 k5, relu, max_pool 2  ->  flatten
     -> linear 400->120, relu -> linear 120->84, relu -> linear 84->10 -> cross_entropy
 
-All three run in this process with the same thread count. Each time is the median of
-``--repeats`` steps after a warm-up; the ratio is graphm's time over PyTorch's (the bar of
-issue 3: each graphm mode within 2x). Run ``python benchmarks/bench_train_step.py --help``.
+All three run in this process with the same thread count, taking turns step by step. Each
+time is the median of ``--repeats`` steps after a warm-up; the ratio is graphm's time over
+PyTorch's (the bar of issue 3: each graphm mode within 2x). The numbers are only meaningful on
+an otherwise idle machine: OpenMP and BLAS threads that wait by spinning slow down badly when
+another process holds a core. Run ``python benchmarks/bench_train_step.py --help``.
 """
 from __future__ import annotations
 
@@ -55,15 +57,19 @@ def make_data(seed=0):
     return x, labels, params
 
 
-def median_time(step, repeats, warmup=3):
-    for _ in range(warmup):
-        step()
-    times = []
+def median_times(steps, repeats, warmup=3):
+    """Median seconds per call of each step. The steps take turns (round robin), so that a
+    change in the machine's load during the run affects all of them alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def graphm_eager_step(x, labels, params):
@@ -144,9 +150,8 @@ def main(argv=None):
             np.testing.assert_allclose(grads[name], grads_t[name], rtol=1e-3, atol=1e-5,
                                        err_msg=f"{mode} gradient of {name}")
 
-    times = {"pytorch": median_time(reference, args.repeats),
-             "graphm eager": median_time(eager, args.repeats),
-             "graphm compiled": median_time(compiled, args.repeats)}
+    times = median_times({"pytorch": reference, "graphm eager": eager,
+                          "graphm compiled": compiled}, args.repeats)
     print(f"LeNet-style training step (forward + backward), batch {BATCH}, {IMAGE}x{IMAGE}, "
           f"float32, {args.threads} thread(s), median of {args.repeats}")
     print(f"{'mode':<18}{'ms / step':>12}{'vs PyTorch':>12}")

@@ -4,9 +4,14 @@ Every public function here takes NumPy arrays and returns a new NumPy array of t
 (float32 or float64), with the signature, defaults and edge cases of the function of the same name
 in ``torch.nn.functional``. They are decorated with ``tensor_aware``: passed a graphm ``Tensor``
 (or a compiled-graph ``Var``), the call is routed to the autograd layer, which differentiates it
-with the rules in ``graphm.ops``. This module itself knows nothing about derivatives, except for
-the two pooling adjoints at the bottom, which ``graphm.ops.pool`` calls: they are the transposes
-of the window gathers written here, and belong next to them.
+with the rules in ``graphm.ops``.
+
+This module knows no calculus, but a few of its helpers are shared with the rules in
+``graphm.ops``, so that each piece of bookkeeping exists once: ``pool_geometry`` (argument checks
+and output sizes, also the pools' shape rule), ``class_targets`` and ``reduce_rows`` (the target
+distribution and reduction of the classification losses), and the pooling adjoints
+``max_pool_backward`` and ``avg_pool_backward``, which are the transposes of the window gathers
+written here and belong next to them.
 
 Pooling is written without a Python loop over pixels. A pooling window of size ``k`` (per axis)
 visits ``prod(k)`` *offsets*; for each offset, the values it picks up from every window at once
