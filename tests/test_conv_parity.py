@@ -22,7 +22,7 @@ from conftest import (
 )
 
 pytest.importorskip("torch")
-F = pytest.importorskip("graphm.functional")
+import graphm.functional as F  # noqa: E402  (a broken build must fail, not skip)
 
 DIMS = (1, 2, 3)
 LAYOUTS = ["F", "strided", "reversed", "readonly"]  # besides "C"; see conftest.with_layout

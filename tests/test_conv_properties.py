@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from conftest import FLOAT_DTYPES, assert_close, conv_cases, examples, make_rng, random_array
 
-F = pytest.importorskip("graphm.functional")
-spec = pytest.importorskip("graphm.spec")
+import graphm.functional as F  # noqa: E402  (a broken build must fail, not skip)
+from graphm import spec  # noqa: E402
 
 DIMS = (1, 2, 3, 4)
 # Small sizes per rank; rank 4 runs the slow spec loops, so it is tiny.

@@ -15,7 +15,7 @@ import pytest
 import graphm
 from conftest import make_rng, random_array
 
-F = pytest.importorskip("graphm.functional")
+import graphm.functional as F  # noqa: E402  (a broken build must fail, not skip)
 
 THREAD_COUNTS = (1, 2, 3, 8)
 

@@ -92,6 +92,9 @@ def _as_int(op, name, value, context):
     return operator.index(value)
 
 
+_LARGEST_PARAMETER = 2 ** 31 - 1  # stride, padding, dilation: the kernels index with these
+
+
 def _per_axis(op, name, value, rank, context):
     """Expand an int or a length-``rank`` sequence of ints to a tuple of ``rank`` ints."""
     if isinstance(value, (tuple, list)):
@@ -99,10 +102,15 @@ def _per_axis(op, name, value, rank, context):
             raise ValueError(f"{op}: {name}={tuple(value)!r} has {len(value)} entries but the "
                              f"convolution has {rank} spatial axes ({context}); give one int or "
                              f"{rank} ints")
-        return tuple(_as_int(op, name, v, context) for v in value)
-    if isinstance(value, np.ndarray) and value.ndim == 1:
+        values = tuple(_as_int(op, name, v, context) for v in value)
+    elif isinstance(value, np.ndarray) and value.ndim == 1:
         return _per_axis(op, name, value.tolist(), rank, context)
-    return (_as_int(op, name, value, context),) * rank
+    else:
+        values = (_as_int(op, name, value, context),) * rank
+    if any(abs(v) > _LARGEST_PARAMETER for v in values):
+        raise ValueError(f"{op}: {name}={values} is too large; each value must be at most "
+                         f"2**31 - 1 ({context})")
+    return values
 
 
 def _positive(op, name, values, context):
@@ -232,10 +240,13 @@ def _gather_map(in_spatial, kernel, stride, pad_low, dilation, out_spatial):
     return gather
 
 
-def _check_int32_positions(op, in_spatial, context):
-    if math.prod(in_spatial) >= 2 ** 31:
-        raise ValueError(f"{op}: an input channel has {math.prod(in_spatial)} spatial "
-                         f"positions; graphm supports fewer than 2**31 per channel ({context})")
+def _check_positions(op, what, spatial, context):
+    """The kernels address one channel with 32-bit offsets: fewer than 2**31 positions each."""
+    if math.prod(spatial) >= 2 ** 31:
+        raise ValueError(f"{op}: the {what} would have spatial shape {tuple(spatial)}, "
+                         f"{math.prod(spatial)} positions per channel; graphm supports fewer "
+                         f"than 2**31 (check stride, padding, dilation and output_padding) "
+                         f"({context})")
 
 
 class _Problem:
@@ -270,7 +281,7 @@ class _Problem:
             _check_output_extent(op, out_spatial, in_spatial, kernel, context)
             # The adjoint convolution reads the transposed output and writes the transposed
             # input: its "input" has out_spatial positions, its "output" in_spatial ones.
-            _check_int32_positions(op, out_spatial, context)
+            _check_positions(op, "output", out_spatial, context)
             self.gather = _gather_map(tuple(out_spatial), kernel, stride, pad_low, dilation,
                                       in_spatial)
         else:
@@ -279,7 +290,8 @@ class _Problem:
             padded = tuple(i + lo + hi for i, lo, hi in zip(in_spatial, pad_low, pad_high))
             out_spatial = spec.conv_out_spatial(padded, kernel, stride, 0, dilation)
             _check_output_extent(op, out_spatial, in_spatial, kernel, context)
-            _check_int32_positions(op, in_spatial, context)
+            _check_positions(op, "input", in_spatial, context)
+            _check_positions(op, "output", out_spatial, context)
             self.gather = _gather_map(in_spatial, kernel, stride, pad_low, dilation, out_spatial)
         self.op, self.context, self.groups, self.batched = op, context, groups, batched
         self.dtype = input.dtype
