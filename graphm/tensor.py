@@ -1,10 +1,11 @@
 """Eager mode: ``graphm.Tensor``, a NumPy array that remembers how it was made.
 
 Every operation on Tensors runs at once (like PyTorch) and, when some input requires a
-gradient, leaves a record behind: the op, its inputs, its attributes and the residuals its VJP
-will need. Those records form the *tape* (a DAG, as in micrograd). ``loss.backward()`` walks it
-from the loss back to the leaves in reverse topological order, calling each op's ``vjp`` once,
-and adds the results into the leaves' ``.grad``; then the tape is freed.
+gradient, leaves a record behind (a :class:`Node`): the op, its attributes, the residuals its VJP
+will need, and where each input's gradient must go. Those records form the *tape*, a DAG as in
+micrograd. ``loss.backward()`` walks it from the loss back to the leaves in reverse topological
+order, calling each op's ``vjp`` once, and adds the results into the leaves' ``.grad``; then the
+tape is freed.
 
 Forward mode rides along the same calls: a Tensor may carry a *tangent* (``graphm.jvp`` sets
 it), and an op given a tangent calls its ``jvp`` rule, so the output's tangent is computed in the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import numbers
 import threading
+import weakref
 
 import numpy as np
 
@@ -83,49 +85,67 @@ class enable_grad(_SetGradMode):
 # ------------------------------------------------------------------------------------------------
 
 class Node:
-    """One record of the tape: how a Tensor was computed.
+    """One record of the tape: how a Tensor was computed, and where its gradient goes.
+
+    The tape links records to records, not Tensors to Tensors: an intermediate Tensor's values
+    are kept only if its op's ``residuals`` need them (as in PyTorch, whose records are the
+    ``grad_fn``). A finished forward pass therefore holds no more memory than the backward pass
+    will use.
 
     Attributes
     ----------
     op : graphm.ops.Op
     attrs : dict
         The op's attributes (stride, axis, ...).
-    inputs : tuple of (Tensor or None)
+    parents : tuple
+        One entry per op input, saying where that input's gradient goes: the ``Node`` that made
+        it, the leaf ``Tensor`` itself (which accumulates ``.grad``), or ``None`` (no gradient:
+        a constant, a label, an absent bias).
     residuals : object
-        What ``op.forward`` left for ``op.vjp``; ``None`` once the tape is freed.
+        What ``op.forward`` left for ``op.vjp``; dropped once the tape is freed.
+    shape, dtype :
+        Of the output, so that a gradient can be checked against it.
+    retained : weakref or None
+        The output Tensor, if it called ``retain_grad()``.
     """
 
-    __slots__ = ("op", "attrs", "inputs", "residuals", "freed")
+    __slots__ = ("op", "attrs", "parents", "residuals", "shape", "dtype", "freed", "retained",
+                 "__weakref__")
 
-    def __init__(self, op, attrs, inputs, residuals):
-        self.op, self.attrs, self.inputs, self.residuals = op, attrs, inputs, residuals
-        self.freed = False
+    def __init__(self, op, attrs, parents, residuals, shape, dtype):
+        self.op, self.attrs, self.parents, self.residuals = op, attrs, parents, residuals
+        self.shape, self.dtype = shape, dtype
+        self.freed, self.retained = False, None
 
     def free(self):
-        """Drop the residuals and the links to the inputs (``backward`` without retain_graph)."""
-        self.residuals, self.inputs, self.freed = None, (), True
+        """Drop the residuals and the links (``backward`` without ``retain_graph``)."""
+        self.residuals, self.parents, self.freed = None, (), True
+
+
+def _vertex(tensor):
+    """Where a Tensor sits on the tape: its Node, or itself for a leaf that requires grad."""
+    return tensor._node if tensor._node is not None else tensor
 
 
 def _topological_order(roots):
-    """Tensors reachable from ``roots`` through recorded nodes, each after all its inputs.
+    """Every Node and leaf reachable from ``roots``, each listed after all its parents.
 
     An explicit stack instead of recursion: a long chain of ops must not hit Python's limit.
     """
     order, visited = [], set()
     stack = [(root, False) for root in roots]
     while stack:
-        tensor, expanded = stack.pop()
+        vertex, expanded = stack.pop()
         if expanded:
-            order.append(tensor)
+            order.append(vertex)
             continue
-        if id(tensor) in visited:
+        if id(vertex) in visited:
             continue
-        visited.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor._node is not None:
-            for parent in tensor._node.inputs:
-                if parent is not None and parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
+        visited.add(id(vertex))
+        stack.append((vertex, True))
+        if isinstance(vertex, Node):
+            stack.extend((parent, False) for parent in vertex.parents
+                         if parent is not None and id(parent) not in visited)
     return order
 
 
@@ -135,6 +155,7 @@ def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt
     Parameters
     ----------
     roots : list of Tensor
+        Tensors that require grad.
     cotangents : list of ndarray
         One per root, of its shape and dtype.
     retain_graph : bool
@@ -150,30 +171,33 @@ def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt
     list
         For each Tensor in ``wrt``, its cotangent (None if the roots do not depend on it).
     """
-    pending = {}                                    # id(tensor) -> cotangent summed so far
-    for root, cotangent in zip(roots, cotangents):
-        pending[id(root)] = pending[id(root)] + cotangent if id(root) in pending else cotangent
-    wanted = {id(t): None for t in wrt}
-    for tensor in reversed(_topological_order(roots)):
-        g = pending.pop(id(tensor), None)
+    pending = {}                                    # id(vertex) -> cotangent summed so far
+    vertices = [_vertex(root) for root in roots]
+    for vertex, cotangent in zip(vertices, cotangents):
+        key = id(vertex)
+        pending[key] = pending[key] + cotangent if key in pending else cotangent
+    wanted = {id(_vertex(t)): None for t in wrt}
+    for vertex in reversed(_topological_order(vertices)):
+        g = pending.pop(id(vertex), None)
         if g is None:
             continue
-        if id(tensor) in wanted:
-            wanted[id(tensor)] = g
-        node = tensor._node
-        if accumulate and (node is None or tensor._retains_grad):
-            tensor.grad = (np.array(g, dtype=tensor.dtype) if tensor.grad is None
-                           else tensor.grad + g)
-        if node is None:
+        if id(vertex) in wanted:
+            wanted[id(vertex)] = g
+        if isinstance(vertex, Tensor):                   # a leaf: the end of the road
+            if accumulate:
+                _accumulate(vertex, g)
             continue
+        node = vertex
         if node.freed:
             raise RuntimeError(
                 "Trying to backward through the graph a second time: the tape was freed by the "
                 "first backward(). Call backward(retain_graph=True) the first time if you need "
                 "to sweep it again.")
+        if accumulate and node.retained is not None and node.retained() is not None:
+            _accumulate(node.retained(), g)
         grads = node.op.vjp(node.residuals, g, **node.attrs)
-        for parent, grad in zip(node.inputs, grads):
-            if parent is None or grad is None or not parent.requires_grad:
+        for parent, grad in zip(node.parents, grads):
+            if parent is None or grad is None:
                 continue
             grad = np.asarray(grad)
             if grad.shape != parent.shape:      # a rule bug, never the user's fault
@@ -183,7 +207,12 @@ def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt
             pending[key] = pending[key] + grad if key in pending else grad
         if not retain_graph:
             node.free()
-    return [wanted[id(t)] for t in wrt]
+    return [wanted[id(_vertex(t))] for t in wrt]
+
+
+def _accumulate(tensor, g):
+    """``tensor.grad += g``, as a new writable array of the Tensor's dtype (PyTorch's rule)."""
+    tensor.grad = np.array(g, dtype=tensor.dtype) if tensor.grad is None else tensor.grad + g
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,7 +267,6 @@ class Tensor:
         self.grad = None
         self._node = None
         self._tangent = None
-        self._retains_grad = False
         self.requires_grad = False
         self.requires_grad_(requires_grad)
 
@@ -247,7 +275,7 @@ class Tensor:
         """A Tensor around ``data`` (not copied), made by an op."""
         result = cls.__new__(cls)
         result.data, result.grad, result._node = data, None, node
-        result._tangent, result._retains_grad = tangent, False
+        result._tangent = tangent
         result.requires_grad = node is not None
         return result
 
@@ -342,7 +370,8 @@ class Tensor:
         """Keep ``.grad`` on this non-leaf Tensor during ``backward`` (leaves always do)."""
         if not self.requires_grad:
             raise RuntimeError("retain_grad() on a Tensor that does not require grad")
-        self._retains_grad = True
+        if self._node is not None:
+            self._node.retained = weakref.ref(self)
 
     def zero_grad(self, set_to_none=True):
         """Forget the accumulated gradient (``grad = None``, or zeros if ``set_to_none=False``)."""
@@ -578,8 +607,13 @@ def apply(op, inputs, attrs=None):
         residuals = op.forward(*arrays, **attrs)[1] if record else None
     else:
         out, residuals = op.forward(*arrays, **attrs)
-    node = Node(op, attrs, tensors, residuals) if record else None
-    return Tensor._wrap(np.asarray(out), node, tangent)
+    out = np.asarray(out)
+    node = None
+    if record:
+        parents = tuple(_vertex(t) if d and t.requires_grad else None
+                        for d, t in zip(differentiable, tensors))
+        node = Node(op, attrs, parents, residuals, out.shape, out.dtype)
+    return Tensor._wrap(out, node, tangent)
 
 
 def _functional_handler(name, numpy_function, args, kwargs):

@@ -32,11 +32,13 @@ from collections import namedtuple
 import numpy as np
 
 from graphm.functional._dispatch import tensor_aware
+from graphm.functional.convolution import ConvGrads, conv1d, conv_backward
 
 __all__ = [
     "relu", "sigmoid", "tanh", "softplus",
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "softmax", "log_softmax", "linear", "cross_entropy", "nll_loss", "mse_loss",
+    "softmax", "log_softmax", "linear", "linear_backward", "cross_entropy", "nll_loss",
+    "mse_loss",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -253,11 +255,38 @@ def _linear_shape(input_shape, weight_shape, bias_shape):
     return tuple(input_shape[:-1]) + (weight_shape[0],)
 
 
+def _linear_arguments(fname, input, weight, bias, grad_output=None):
+    """Check linear's arrays; return them with the bias as (out_features,) or None."""
+    for name, value in (("input", input), ("weight", weight), ("bias", bias),
+                        ("grad_output", grad_output)):
+        if value is not None:
+            _check_float_array(fname, name, value)
+    _check_same_dtype(fname, input=input, weight=weight, bias=bias, grad_output=grad_output)
+    out_shape = _linear_shape(input.shape, weight.shape, None if bias is None else bias.shape)
+    if grad_output is not None and grad_output.shape != out_shape:
+        raise ValueError(f"{fname}(): grad_output must have the output's shape {out_shape}, "
+                         f"got {grad_output.shape}")
+    if bias is not None and bias.shape == ():
+        bias = np.full(weight.shape[0], bias, dtype=bias.dtype)
+    return out_shape, bias
+
+
+def _as_positions(rows):
+    """(M, features) rows as one sample of a 1-d convolution: (1, features, M) positions."""
+    return np.ascontiguousarray(rows.T)[None]
+
+
 @tensor_aware
 def linear(input, weight, bias=None):
     r"""Affine map of the last axis, as ``torch.nn.functional.linear``.
 
     .. math:: y = x W^{\top} + b
+
+    A linear layer is a 1x1 convolution: with the leading axes of ``x`` flattened into M rows,
+    the rows are M positions of a single sample whose channels are the features, and ``W`` is a
+    kernel of width 1. graphm computes it exactly so, on its convolution kernels: all of
+    graphm's arithmetic then runs on one thread pool (a BLAS library's own threads would compete
+    with it for the cores) and gives the same bits for any thread count.
 
     Parameters
     ----------
@@ -269,15 +298,39 @@ def linear(input, weight, bias=None):
     -------
     ndarray, shape (*, out_features)
     """
-    for name, value in (("input", input), ("weight", weight), ("bias", bias)):
-        if value is not None:
-            _check_float_array("linear", name, value)
-    _check_same_dtype("linear", input=input, weight=weight, bias=bias)
-    _linear_shape(input.shape, weight.shape, None if bias is None else bias.shape)
-    out = np.matmul(input, weight.T)          # (*, in) @ (in, out) -> (*, out)
-    if bias is not None:
-        out += bias
-    return np.ascontiguousarray(out)
+    out_shape, bias = _linear_arguments("linear", input, weight, bias)
+    rows = input.reshape(-1, weight.shape[1])                          # (M, in)
+    if rows.shape[0] == 0 or rows.shape[1] == 0:                         # nothing to convolve
+        out = rows @ weight.T + (0 if bias is None else bias)
+    else:
+        out = conv1d(_as_positions(rows), weight[:, :, None], bias)[0].T  # (out, M) -> (M, out)
+    return np.ascontiguousarray(out.reshape(out_shape))
+
+
+def linear_backward(grad_output, input, weight):
+    r"""The three gradients of :func:`linear` (with a bias), as ``conv_backward`` for a conv.
+
+    With the leading axes flattened into rows, X (M, in) and :math:`\bar Y` (M, out):
+
+    .. math:: \bar X = \bar Y W, \qquad \bar W = \bar Y^{\top} X, \qquad
+              \bar b = \textstyle\sum_{\text{rows}} \bar Y
+
+    computed, like the forward pass, as a 1x1 convolution (``conv_backward``).
+
+    Returns
+    -------
+    ConvGrads
+        ``(grad_input, grad_weight, grad_bias)``, shaped like input, weight and (out_features,).
+    """
+    _linear_arguments("linear_backward", input, weight, None, grad_output)
+    rows_g = grad_output.reshape(-1, weight.shape[0])                   # (M, out)
+    rows_x = input.reshape(-1, weight.shape[1])                         # (M, in)
+    if rows_x.shape[0] == 0 or rows_x.shape[1] == 0:
+        return ConvGrads((rows_g @ weight).reshape(input.shape), rows_g.T @ rows_x,
+                         rows_g.sum(axis=0))
+    grads = conv_backward(_as_positions(rows_g), _as_positions(rows_x), weight[:, :, None])
+    return ConvGrads(np.ascontiguousarray(grads.grad_input[0].T).reshape(input.shape),
+                     grads.grad_weight[:, :, 0], grads.grad_bias)
 
 
 # --------------------------------------------------------------------------------------------

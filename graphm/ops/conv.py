@@ -64,20 +64,25 @@ _CONV_TRANSPOSE = {None: F.conv_transpose, 1: F.conv_transpose1d, 2: F.conv_tran
 _NAMES = {None: "", 1: "1d", 2: "2d", 3: "3d"}
 
 
-def _stand_in(shape, dtype):
-    """An array of ``shape`` that owns no memory (every element is one zero): enough for
-    graphm.functional's argument checks, which only look at shapes."""
-    return None if shape is None else np.broadcast_to(np.zeros((), dtype), shape)
+def _stand_in(shape):
+    """A zero array of ``shape`` that owns no memory: enough for graphm.functional's argument
+    checks, which look at shapes only."""
+    return None if shape is None else np.broadcast_to(np.zeros((), np.float32), shape)
 
 
 def _output_shape(opname, x, weight, bias, transposed, rank, **params):
     """The output shape, checked by graphm.functional's own argument checks, so a bad
-    convolution is reported in the same words at graph-build time and at run time."""
-    dtype = np.float64
-    problem = _convolution._Problem(opname, _stand_in(x, dtype), _stand_in(weight, dtype),
-                                    _stand_in(bias, dtype), rank=rank, transposed=transposed,
-                                    **params)
-    return problem.output_shape
+    convolution is reported in the same words at graph-build time and at run time.
+
+    The checks run on stand-ins; a batched input stands in with an empty batch (which the
+    checks accept, as PyTorch does), so that nothing of the input's size is ever copied.
+    """
+    batch = x[0] if len(x) == len(weight) else None           # (N, C, *sp) vs (C, *sp)
+    stand_in_x = _stand_in(x if batch is None else (0,) + tuple(x[1:]))
+    problem = _convolution._Problem(opname, stand_in_x, _stand_in(weight), _stand_in(bias),
+                                    rank=rank, transposed=transposed, **params)
+    shape = problem.output_shape
+    return shape if batch is None else (batch,) + tuple(shape[1:])
 
 
 class Conv(Op):

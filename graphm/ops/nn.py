@@ -14,7 +14,7 @@ __all__ = ["linear", "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse
 
 
 class Linear(Op):
-    r"""Affine map of the last axis, :math:`y = x W^{\top} + b`.
+    r"""Affine map of the last axis, :math:`y = x W^{\top} + b`: a 1x1 convolution.
 
     Shapes: x (*, in), W (out, in), b (out,) -> y (*, out). With every leading axis of x
     flattened into rows, X (M, in) and Ȳ (M, out):
@@ -22,6 +22,9 @@ class Linear(Op):
     .. math:: \bar X = \bar Y W, \quad \bar W = \bar Y^{\top} X, \quad
               \bar b = \textstyle\sum_{\text{rows}} \bar Y, \qquad
               \dot y = \dot x W^{\top} + x \dot W^{\top} + \dot b
+
+    Like a convolution it is bilinear in (x, W), hence the product rule in the JVP;
+    graphm.functional computes both passes on the convolution kernels.
     """
     name = "linear"
     inputs = ("input", "weight", "bias")
@@ -35,17 +38,13 @@ class Linear(Op):
 
     def vjp(self, residuals, g):
         x, weight, has_bias = residuals
-        rows_g = g.reshape(-1, weight.shape[0])                   # (M, out)
-        rows_x = x.reshape(-1, weight.shape[1])                   # (M, in)
-        grad_x = np.matmul(g, weight)                             # (*, out) @ (out, in)
-        grad_weight = rows_g.T @ rows_x                           # (out, M) @ (M, in)
-        grad_bias = rows_g.sum(axis=0) if has_bias else None      # (out,)
-        return grad_x, grad_weight, grad_bias
+        grads = Fnn.linear_backward(g, x, weight)
+        return grads.grad_input, grads.grad_weight, grads.grad_bias if has_bias else None
 
     def jvp(self, primals, tangents):
         (x, weight, bias), (dx, dweight, dbias) = primals, tangents
         y = F.linear(x, weight, bias)
-        dy = F.linear(dx, weight, dbias) + np.matmul(x, dweight.T)
+        dy = F.linear(dx, weight, dbias) + F.linear(x, dweight)       # product rule
         return y, dy
 
 
