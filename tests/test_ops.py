@@ -482,3 +482,45 @@ def test_conv_ops_on_random_configurations(d, transpose, data):
     np.testing.assert_allclose(tangent_out, expected_tangent.numpy(), rtol=1e-10,
                                atol=1e-10 * max(1.0, np.abs(expected_tangent.numpy()).max()))
     assert check_jvp_vjp(f_graphm, primals, seed=case.seed % 1000)
+
+
+# ------------------------------------------------------------------------------------------------
+# linear runs on the convolution kernels: same bits for any thread count, edge cases as PyTorch
+# ------------------------------------------------------------------------------------------------
+
+def test_linear_and_its_backward_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((37, 300)).astype(np.float32)
+    w = rng.standard_normal((70, 300)).astype(np.float32)
+    b = rng.standard_normal(70).astype(np.float32)
+    g = rng.standard_normal((37, 70)).astype(np.float32)
+    before = graphm.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            graphm.set_num_threads(threads)
+            results.append((GF.linear(x, w, b), *GF.linear_backward(g, x, w)))
+    finally:
+        graphm.set_num_threads(before)
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            np.testing.assert_array_equal(a, c)
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    TF.linear(xt, wt, bt).backward(torch.from_numpy(g))
+    for got, want in zip(results[0][1:], (xt.grad, wt.grad, bt.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_linear_edge_cases():
+    w, b = np.ones((3, 4)), np.arange(3.0)
+    np.testing.assert_array_equal(GF.linear(np.ones((0, 4)), w, b), np.zeros((0, 3)))
+    np.testing.assert_array_equal(GF.linear(np.ones((2, 0)), np.ones((3, 0)), b),
+                                  np.tile(b, (2, 1)))
+    np.testing.assert_array_equal(GF.linear(np.ones(4), w, np.array(1.0)), [5.0, 5.0, 5.0])
+    grads = GF.linear_backward(np.ones((0, 3)), np.ones((0, 4)), w)
+    assert grads.grad_input.shape == (0, 4) and not grads.grad_weight.any()
+    with pytest.raises(ValueError, match="grad_output must have the output's shape"):
+        GF.linear_backward(np.ones((2, 2)), np.ones((2, 4)), w)
+    with pytest.raises(TypeError, match="share one dtype"):
+        GF.linear(np.ones((2, 4), np.float32), w)

@@ -299,7 +299,7 @@ def linear(input, weight, bias=None):
     ndarray, shape (*, out_features)
     """
     out_shape, bias = _linear_arguments("linear", input, weight, bias)
-    rows = input.reshape(-1, weight.shape[1])                          # (M, in)
+    rows = input.reshape(math.prod(input.shape[:-1]), weight.shape[1])   # (M, in)
     if rows.shape[0] == 0 or rows.shape[1] == 0:                         # nothing to convolve
         out = rows @ weight.T + (0 if bias is None else bias)
     else:
@@ -323,8 +323,9 @@ def linear_backward(grad_output, input, weight):
         ``(grad_input, grad_weight, grad_bias)``, shaped like input, weight and (out_features,).
     """
     _linear_arguments("linear_backward", input, weight, None, grad_output)
-    rows_g = grad_output.reshape(-1, weight.shape[0])                   # (M, out)
-    rows_x = input.reshape(-1, weight.shape[1])                         # (M, in)
+    count = math.prod(input.shape[:-1])
+    rows_g = grad_output.reshape(count, weight.shape[0])                # (M, out)
+    rows_x = input.reshape(count, weight.shape[1])                      # (M, in)
     if rows_x.shape[0] == 0 or rows_x.shape[1] == 0:
         return ConvGrads((rows_g @ weight).reshape(input.shape), rows_g.T @ rows_x,
                          rows_g.sum(axis=0))
