@@ -270,6 +270,11 @@ class Tensor:
         self.requires_grad = False
         self.requires_grad_(requires_grad)
 
+    @staticmethod
+    def _graphm_apply(op, inputs, attrs):
+        """How graphm.functional runs an op on Tensors (see ``_functional_handler``)."""
+        return apply(op, inputs, attrs)
+
     @classmethod
     def _wrap(cls, data, node=None, tangent=None):
         """A Tensor around ``data`` (not copied), made by an op."""
@@ -584,8 +589,9 @@ def apply(op, inputs, attrs=None):
     """Run ``op`` on Tensors (or constants) now, recording it when a gradient may be needed.
 
     This is the whole of eager mode: check with the op's shape and dtype rules, then call its
-    ``forward`` (or, when an input carries a forward-mode tangent, its ``jvp``), and remember
-    the op, inputs and residuals on the output if any input requires a gradient.
+    ``forward`` (or, when an input carries a forward-mode tangent, its ``jvp``), and, if any
+    input requires a gradient, leave a :class:`Node` on the output: the op, its residuals and
+    where each input's gradient goes.
     """
     attrs = {} if attrs is None else attrs
     dtype = next((v.dtype for v in inputs if isinstance(v, Tensor) and v.dtype in FLOAT_DTYPES),
@@ -627,5 +633,4 @@ def _functional_handler(name, numpy_function, args, kwargs):
     return kinds.pop()._graphm_apply(op, inputs, attrs)
 
 
-Tensor._graphm_apply = staticmethod(apply)
 _dispatch.set_tensor_handler(_functional_handler)

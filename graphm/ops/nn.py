@@ -126,10 +126,6 @@ def _row_scale(g, reduction, divisor):
     return g
 
 
-def _reduce_tangent(rows, reduction, divisor, target_shape):
-    return Fnn.reduce_rows(rows, reduction, divisor, target_shape)
-
-
 def _rows_to_input(rows, input_shape):
     """(M, C) rows back to the input's layout: (C,), (N, C) or (N, C, d1, ...)."""
     if len(input_shape) < 2:
@@ -213,7 +209,7 @@ class CrossEntropy(_ClassificationLoss):
         loss, (log_p, q, divisor, _) = self.forward(x, target, weight, ignore_index, reduction,
                                                     label_smoothing)
         rows = (self._slope(log_p, q) * _rows(dx)).sum(axis=1)
-        return loss, _reduce_tangent(rows, reduction, divisor, target.shape)
+        return loss, Fnn.reduce_rows(rows, reduction, divisor, target.shape)
 
 
 cross_entropy = register(CrossEntropy())
@@ -244,7 +240,7 @@ class NllLoss(_ClassificationLoss):
         (x, target, weight), (dx, _, _) = primals, tangents
         loss, (q, divisor, _) = self.forward(x, target, weight, ignore_index, reduction)
         rows = -(q * _rows(dx)).sum(axis=1)
-        return loss, _reduce_tangent(rows, reduction, divisor, target.shape)
+        return loss, Fnn.reduce_rows(rows, reduction, divisor, target.shape)
 
 
 nll_loss = register(NllLoss())
