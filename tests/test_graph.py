@@ -281,3 +281,17 @@ def test_every_conv_method_takes_kernel_bias_input():
                               stride=2).shape == (1, 1, 8, 8, 8)
     with pytest.raises(ShapeError, match="conv3d: weight must have 5"):
         g.conv3d(g.param("bad", (4, 3, 3)), None, x3)
+
+
+def test_remembered_shape_rules_keep_2_and_2_0_apart():
+    """Shape-rule answers are memoised; a float or bool where an int belongs is still an error,
+    and so is a repeated bad call."""
+    g = GraphM()
+    x = g.input("x", (1, 1, 8, 8))
+    assert g.max_pool2d(x, 2).shape == g.max_pool2d(x, 2).shape == (1, 1, 4, 4)
+    for bad in (2.0, True):
+        with pytest.raises(TypeError, match="kernel_size must be an int"):
+            g.max_pool2d(x, bad)
+    for _ in range(2):
+        with pytest.raises(ShapeError, match="output size is too small"):
+            g.max_pool2d(x, 9)

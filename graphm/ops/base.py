@@ -48,8 +48,11 @@ __all__ = ["Op", "ShapeError", "FLOAT_DTYPES", "OPS", "register", "unbroadcast",
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-#: Every op instance by name; filled by ``@register``.
+#: Every op instance by name; filled by ``register``.
 OPS: dict[str, "Op"] = {}
+
+#: Answers of the shape and dtype rules already asked: (op, shapes, dtypes, attrs) -> answer.
+_INFERRED = {}
 
 
 class ShapeError(ValueError):
@@ -132,8 +135,26 @@ class Op:
 
         A ValueError from the shape rule (including graphm.functional's argument checks, which
         some rules reuse) becomes a ShapeError that starts with the op's name, so a message
-        reads the same in eager and compiled mode.
+        reads the same in eager and compiled mode. The rules are pure functions of shapes,
+        dtypes and attributes, so answers are remembered: a training loop that runs the same op
+        on the same shapes asks once.
         """
+        try:
+            key = (self, tuple(shapes), tuple(dtypes),
+                   tuple((name, _memo_key(value)) for name, value in attrs.items()))
+            return _INFERRED[key]
+        except TypeError:                        # an attribute that is not plain data: no memo
+            key = None
+        except KeyError:
+            pass
+        result = self._infer(shapes, dtypes, attrs)
+        if key is not None:
+            if len(_INFERRED) >= 1024:
+                _INFERRED.clear()
+            _INFERRED[key] = result
+        return result
+
+    def _infer(self, shapes, dtypes, attrs):
         for name, shape in zip(self.inputs, shapes):
             if shape is None and name not in self.optional:
                 raise TypeError(f"{self.name}: input '{name}' is required, got None")
@@ -153,6 +174,16 @@ class Op:
 
     def __repr__(self):
         return f"<op {self.name}({', '.join(self.inputs)})>"
+
+
+def _memo_key(value):
+    """``value`` with its type, for plain data only (so that 2, 2.0 and True stay apart);
+    TypeError for anything else (arrays, lists, NumPy scalars), which is then not memoised."""
+    if type(value) in (type(None), bool, int, float, str):
+        return type(value), value
+    if type(value) is tuple:
+        return tuple(_memo_key(v) for v in value)
+    raise TypeError("not plain data")
 
 
 def register(op):
