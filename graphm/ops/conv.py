@@ -1,14 +1,13 @@
 r"""Convolution and transposed convolution, any rank: the ops graphm is built around.
 
-**Why the derivatives of a convolution are convolutions.** Fix the weight and a convolution
-is a *linear* map of its input: ``y = C_w x`` for a large, sparse, structured matrix ``C_w``.
-Every output position is a weighted sum over one window of the input, and in the matrix each
-row holds the kernel's weights at that window's columns. The
-VJP of a linear map is multiplication by its transpose, ``x̄ = C_wᵀ ȳ``: column ``j`` of ``C_w``
-lists every output that read input ``j`` and with which weight, so the transpose *spreads* each
-output gradient back over the window it came from, with the same weights. Spreading with a
-kernel is exactly what a transposed convolution does, with the convolution's own stride,
-padding, dilation and groups::
+**Why the derivatives of a convolution are convolutions.** Fix the weight and a convolution is a
+*linear* map of its input: ``y = C_w x`` for a large, sparse, structured matrix ``C_w``. Every
+output position is a weighted sum over one window of the input, and in the matrix each row holds
+the kernel's weights at that window's columns. The VJP of a linear map is multiplication by its
+transpose, ``x̄ = C_wᵀ ȳ``: column ``j`` of ``C_w`` lists every output that read input ``j`` and
+with which weight, so the transpose *spreads* each output gradient back over the window it came
+from, with the same weights. Spreading with a kernel is exactly what a transposed convolution
+does, with the convolution's own stride, padding, dilation and groups::
 
     x̄ = conv_transpose(ȳ, w)          (graphm's kernel K_in)
 
