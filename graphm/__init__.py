@@ -8,6 +8,10 @@ The layers, bottom to top (nothing imports upward)::
     spec        the math: output-size formulas and slow, obviously-right reference loops
     _kernels    typed Cython + OpenMP loops (the only compiled code)
     functional  NumPy-level ops with argument checking and torch-compatible signatures
+    ops         each differentiable op once: shape rule, forward, vjp, jvp
+    tensor      the eager Tensor and its tape      graph   GraphM: builder -> SSA program
+    transforms  vjp, jvp, grad as function transforms
+    nn, optim, data, checkpoint, viz, cli           layers, optimizers, datasets, the demos
 """
 from graphm._config import get_num_threads, openmp_enabled, set_num_threads
 from graphm import spec, functional
@@ -25,5 +29,7 @@ from graphm import optim
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "get_num_threads", "openmp_enabled", "set_num_threads", "spec",
-           "__version__"]
+__all__ = ["GraphM", "ShapeError", "Tensor", "compile", "data", "enable_grad", "functional",
+           "get_num_threads", "grad", "is_grad_enabled", "jvp", "load", "manual_seed", "nn",
+           "no_grad", "openmp_enabled", "optim", "save", "set_num_threads", "spec", "tensor",
+           "testing", "value_and_grad", "vjp", "__version__"]
