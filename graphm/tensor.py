@@ -625,12 +625,14 @@ def apply(op, inputs, attrs=None):
 def _functional_handler(name, numpy_function, args, kwargs):
     """graphm.functional called with a Tensor (or a Var): find the op and apply it there."""
     op, inputs, attrs = ops.bind(name, numpy_function, args, kwargs)
-    kinds = {type(v) for v in inputs if getattr(v, "__graphm_tensor__", False)}
-    if len(kinds) != 1:
+    marked = [type(v) for v in inputs if getattr(v, "__graphm_tensor__", False)]
+    # Group by how each kind runs an op, so subclasses (nn.Parameter) count as Tensors.
+    appliers = {kind._graphm_apply for kind in marked}
+    if len(appliers) != 1:
         raise TypeError(f"graphm.functional.{name}(): the array arguments mix "
-                        f"{', '.join(sorted(k.__name__ for k in kinds)) or 'no Tensors'}; "
+                        f"{', '.join(sorted({k.__name__ for k in marked})) or 'no Tensors'}; "
                         "use Tensors (eager) or Vars of one GraphM (compiled)")
-    return kinds.pop()._graphm_apply(op, inputs, attrs)
+    return appliers.pop()(op, inputs, attrs)
 
 
 _dispatch.set_tensor_handler(_functional_handler)

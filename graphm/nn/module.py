@@ -25,14 +25,7 @@ __all__ = ["Parameter", "Module", "Sequential", "from_architecture", "Incompatib
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
-class _ParameterType(type):
-    """``isinstance(x, Parameter)`` is true for the Tensors that ``Parameter(...)`` made."""
-
-    def __instancecheck__(cls, instance):
-        return isinstance(instance, Tensor) and getattr(instance, "_is_parameter", False)
-
-
-class Parameter(metaclass=_ParameterType):
+class Parameter(Tensor):
     """A Tensor that is a weight of a Module: it requires a gradient and is registered by
     assignment to a Module attribute.
 
@@ -41,21 +34,13 @@ class Parameter(metaclass=_ParameterType):
     data : array_like
         Copied; float32 or float64.
     requires_grad : bool, default True
-
-    Notes
-    -----
-    ``Parameter(data)`` returns a :class:`graphm.Tensor` marked as a parameter rather than an
-    instance of a Tensor subclass (``isinstance(p, Parameter)`` still holds): graphm.functional
-    hands a call to the autograd layer only when its array arguments are all of one type, and a
-    subclass would count as a second type.
     """
 
-    def __new__(cls, data, requires_grad=True):
-        tensor = Tensor(data)
-        if tensor.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"Parameter: data must be float32 or float64, got {tensor.dtype}")
-        tensor._is_parameter = True
-        return tensor.requires_grad_(requires_grad)
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data)
+        if self.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"Parameter: data must be float32 or float64, got {self.dtype}")
+        self.requires_grad_(requires_grad)
 
 
 def _dtype(fname, dtype):
