@@ -290,13 +290,13 @@ def linear(input, weight, bias=None):
 
     Parameters
     ----------
-    input : ndarray, shape (*, in_features)
+    input : ndarray, shape ``(*, in_features)``
     weight : ndarray, shape (out_features, in_features)
     bias : ndarray, shape (out_features,), optional
 
     Returns
     -------
-    ndarray, shape (*, out_features)
+    ndarray, shape ``(*, out_features)``
     """
     out_shape, bias = _linear_arguments("linear", input, weight, bias)
     rows = input.reshape(math.prod(input.shape[:-1]), weight.shape[1])   # (M, in)
