@@ -68,6 +68,7 @@ cdef enum:
     ROWS_PER_UNIT = 48         # aim for at least this many rows of dcols per input-grad unit
     WEIGHT_COLS_PER_UNIT = 32  # columns of dW per weight-grad unit
     SAMPLES_PER_UNIT = 8       # samples summed by one weight-grad unit before the fixed-order sum
+    MIN_WORK_PER_THREAD = 65536  # multiply-adds (tens of microseconds) that justify one more thread
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,9 +208,13 @@ cdef void fill_rows(floating *dst, Py_ssize_t rows, Py_ssize_t row_len, Py_ssize
             dst[i * ld + j] = v
 
 
-cdef int threads_for(Py_ssize_t units, int requested):
-    """No more threads than work units: an idle thread would only allocate scratch buffers."""
-    return <int> max(1, min(<Py_ssize_t> requested, units))
+cdef int threads_for(Py_ssize_t units, double work, int requested):
+    """How many threads to start: no more than there are work units, and none for less than
+    MIN_WORK_PER_THREAD multiply-adds each, where waking a thread would cost more than it saves.
+    (The answer changes only the speed: how work is cut, and so every sum, never depends on it.)
+    """
+    cdef double worth_it = max(1.0, work / MIN_WORK_PER_THREAD)
+    return <int> max(1, min(<double> requested, min(<double> units, worth_it)))
 
 
 def _check(bint ok, str message):
@@ -255,7 +260,8 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *out_block
-    num_threads = threads_for(units, num_threads)
+    num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
+                              num_threads)
     with nogil, parallel(num_threads=num_threads):
         # Each thread owns its scratch buffers for the whole loop.
         cols = <floating *> malloc(sizeof(floating) * row_len * POSITIONS_PER_UNIT)
@@ -336,7 +342,8 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
     cdef floating *dx_channel
     cdef floating *dcols_row
     cdef const int *gather_row
-    num_threads = threads_for(units, num_threads)
+    num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
+                              num_threads)
     with nogil, parallel(num_threads=num_threads):
         dcols = <floating *> malloc(sizeof(floating) * block_channels * taps * POSITIONS_PER_UNIT)
         pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
@@ -437,7 +444,8 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
     cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *dw_block
-    num_threads = threads_for(units, num_threads)
+    num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
+                              num_threads)
     with nogil, parallel(num_threads=num_threads):
         cols = <floating *> malloc(sizeof(floating) * WEIGHT_COLS_PER_UNIT * POSITIONS_PER_UNIT)
         pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
@@ -475,6 +483,7 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
         raise MemoryError("graphm conv_weight_grad: could not allocate scratch buffers")
     if sample_blocks > 1:
         # The fixed-order sum of the partials: block 0 + block 1 + ..., element by element.
+        num_threads = threads_for(weight_size, <double> weight_size * sample_blocks, num_threads)
         for i in prange(weight_size, nogil=True, schedule='static', num_threads=num_threads):
             total = partial_ptr[i]
             for b in range(1, sample_blocks):
@@ -501,6 +510,8 @@ def bias_grad(const floating[:, :, ::1] grad_out, floating[::1] grad_bias, int n
         return
     cdef const floating *g_ptr = &grad_out[0, 0, 0]
     cdef floating *db_ptr = &grad_bias[0]
+    num_threads = threads_for(out_channels, <double> n_samples * out_channels * positions,
+                              num_threads)
     for o in prange(out_channels, nogil=True, schedule='static', num_threads=num_threads):
         total = 0
         for n in range(n_samples):
