@@ -50,31 +50,34 @@ cdef extern from "gemm_microkernel.h" nogil:
     int GRAPHM_DGEMM_MR
     int GRAPHM_DGEMM_NR
     void graphm_sgemm_micro(Py_ssize_t kc, const float *a_panel, const float *b_panel,
-                            float *c, Py_ssize_t ldc, int mr, int nr)
+                            float *c, Py_ssize_t ldc, int mr, int nr, int accumulate)
     void graphm_dgemm_micro(Py_ssize_t kc, const double *a_panel, const double *b_panel,
-                            double *c, Py_ssize_t ldc, int mr, int nr)
+                            double *c, Py_ssize_t ldc, int mr, int nr, int accumulate)
 
-# Cache blocking of the matrix multiply: a KC x NC block of B (256 KiB in float32) stays in L2
-# while MC x KC blocks of A (96 KiB) stream past it; the micro-kernel's tile lives in registers.
+# Cache blocking of the matrix multiply: an MC x KC block of A (96 KiB in float32) stays in L2
+# while the micro-kernel streams KC x NR panels of B past it; its tile of C lives in registers.
 cdef enum:
     GEMM_KC = 256
     GEMM_MC = 96          # a multiple of the micro-tile's 6 rows
-    GEMM_NC = 256         # a multiple of the micro-tile's 16 (float) and 8 (double) columns
 
 # How the convolutions are cut into independent work units.  These constants, never the thread
 # count, decide the order of every floating-point sum.
 cdef enum:
-    POSITIONS_PER_UNIT = 256   # output positions per im2col block (<= GEMM_NC)
-    ROWS_PER_UNIT = 48         # aim for at least this many rows of dcols per input-grad unit
-    WEIGHT_COLS_PER_UNIT = 32  # columns of dW per weight-grad unit
-    SAMPLES_PER_UNIT = 8       # samples summed by one weight-grad unit before the fixed-order sum
+    POSITIONS_PER_UNIT = 256   # output positions per im2col block
+    ROWS_PER_UNIT = 192        # aim for at least this many rows of dcols per input-grad unit
+    WEIGHT_COLS_PER_UNIT = 144 # columns of dW per weight-grad unit (a multiple of 16)
+    SAMPLES_PER_UNIT = 4       # samples summed by one weight-grad unit before the fixed-order sum
     MIN_WORK_PER_THREAD = 65536  # multiply-adds (tens of microseconds) that justify one more thread
 
 
 # ----------------------------------------------------------------------------------------------
 # The matrix multiply: C[M, N] += A[M, K] @ B[K, N], serial, for one thread's share of the work.
-# A and B are read through (row stride, column stride) pairs, so a transposed operand costs
-# nothing: the packing routines read it in whatever order it lies.
+#
+# Both operands are first copied ("packed") into the order in which the micro-kernel reads them:
+# A into panels of MR rows, B into panels of NR columns, each panel running down all of K.  The
+# convolutions never build B and then pack it: im2col writes its gathered values straight into
+# B's packed order (below), which saves a pass over the largest operand.  A is read through a
+# (row stride, column stride) pair, so a transposed weight costs nothing.
 # ----------------------------------------------------------------------------------------------
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -95,6 +98,11 @@ cdef inline int tile_cols(floating *dummy) noexcept nogil:
         return GRAPHM_DGEMM_NR
 
 
+cdef inline Py_ssize_t packed_b_size(floating *dummy, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """Elements of a packed B of k rows and n columns (n rounded up to whole panels)."""
+    return k * ceil_div(n, tile_cols(dummy)) * tile_cols(dummy)
+
+
 cdef void pack_a_block(const floating *a, Py_ssize_t row_stride, Py_ssize_t col_stride,
                        Py_ssize_t mc, Py_ssize_t kc, floating *packed) noexcept nogil:
     """Copy the mc x kc block of A into panels of MR rows: packed[k*MR + i] = A[i, k]."""
@@ -111,90 +119,124 @@ cdef void pack_a_block(const floating *a, Py_ssize_t row_stride, Py_ssize_t col_
         packed += kc * mr
 
 
-cdef void pack_b_block(const floating *b, Py_ssize_t row_stride, Py_ssize_t col_stride,
-                       Py_ssize_t kc, Py_ssize_t nc, floating *packed) noexcept nogil:
-    """Copy the kc x nc block of B into panels of NR columns: packed[k*NR + j] = B[k, j]."""
+cdef void pack_b_rows(const floating *b, Py_ssize_t row_stride, Py_ssize_t k, Py_ssize_t n,
+                      floating *packed) noexcept nogil:
+    """Pack a row-major k x n matrix B: packed[(panel*k + kk)*NR + j] = B[kk, panel*NR + j]."""
     cdef int nr = tile_cols(packed)
-    cdef Py_ssize_t panel, j0, j, k, cols
-    for panel in range(ceil_div(nc, nr)):
+    cdef Py_ssize_t panel, j0, j, kk, cols
+    cdef floating *dst
+    for panel in range(ceil_div(n, nr)):
         j0 = panel * nr
-        cols = min(nr, nc - j0)
-        for k in range(kc):
+        cols = min(nr, n - j0)
+        for kk in range(k):
+            dst = packed + (panel * k + kk) * nr
             for j in range(cols):
-                packed[k * nr + j] = b[k * row_stride + (j0 + j) * col_stride]
+                dst[j] = b[kk * row_stride + j0 + j]
             for j in range(cols, nr):
-                packed[k * nr + j] = 0
-        packed += kc * nr
+                dst[j] = 0
 
 
-cdef void gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-               const floating *a, Py_ssize_t a_row_stride, Py_ssize_t a_col_stride,
-               const floating *b, Py_ssize_t b_row_stride, Py_ssize_t b_col_stride,
-               floating *c, Py_ssize_t ldc,
-               floating *pack_a, floating *pack_b) noexcept nogil:
-    """C (row-major, leading dimension ldc) += A @ B, blocked as in BLIS / GotoBLAS.
+cdef void gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                        const floating *a, Py_ssize_t a_row_stride, Py_ssize_t a_col_stride,
+                        const floating *packed_b, floating *c, Py_ssize_t ldc,
+                        bint accumulate, floating *pack_a) noexcept nogil:
+    """C (row-major, leading dimension ldc) (+)= A @ B, blocked as in BLIS / GotoBLAS.
 
-    ``pack_a`` holds GEMM_MC * GEMM_KC and ``pack_b`` GEMM_KC * GEMM_NC elements (per thread).
-    Each element of C receives one addition per KC-block of k, in increasing k: a fixed order.
+    B comes packed (``pack_b_rows`` or an im2col below).  With ``accumulate`` false the first
+    block of K overwrites C instead of adding to it.  ``pack_a`` holds GEMM_MC * GEMM_KC
+    elements.  Each element of C receives one addition per KC-block of K, in increasing K:
+    a fixed order, whoever runs it.
     """
     cdef int mr = tile_rows(c), nr = tile_cols(c)
-    cdef Py_ssize_t jc, pc, ic, jr, ir, nc, kc, mc, col_panel, row_panel
-    cdef Py_ssize_t jc_block, pc_block, ic_block
-    for jc_block in range(ceil_div(n, GEMM_NC)):
-        jc = jc_block * GEMM_NC
-        nc = min(<Py_ssize_t> GEMM_NC, n - jc)
-        for pc_block in range(ceil_div(k, GEMM_KC)):
-            pc = pc_block * GEMM_KC
-            kc = min(<Py_ssize_t> GEMM_KC, k - pc)
-            pack_b_block(b + pc * b_row_stride + jc * b_col_stride, b_row_stride, b_col_stride,
-                         kc, nc, pack_b)
-            for ic_block in range(ceil_div(m, GEMM_MC)):
-                ic = ic_block * GEMM_MC
-                mc = min(<Py_ssize_t> GEMM_MC, m - ic)
-                pack_a_block(a + ic * a_row_stride + pc * a_col_stride, a_row_stride,
-                             a_col_stride, mc, kc, pack_a)
-                for col_panel in range(ceil_div(nc, nr)):
-                    jr = col_panel * nr
-                    for row_panel in range(ceil_div(mc, mr)):
-                        ir = row_panel * mr
-                        if floating is float:
-                            graphm_sgemm_micro(kc, pack_a + ir * kc, pack_b + jr * kc,
-                                               c + (ic + ir) * ldc + jc + jr, ldc,
-                                               min(mr, mc - ir), min(nr, nc - jr))
-                        else:
-                            graphm_dgemm_micro(kc, pack_a + ir * kc, pack_b + jr * kc,
-                                               c + (ic + ir) * ldc + jc + jr, ldc,
-                                               min(mr, mc - ir), min(nr, nc - jr))
+    cdef Py_ssize_t pc, ic, jr, ir, kc, mc, col_panel, row_panel, pc_block, ic_block
+    cdef int add
+    for pc_block in range(ceil_div(k, GEMM_KC)):
+        pc = pc_block * GEMM_KC
+        kc = min(<Py_ssize_t> GEMM_KC, k - pc)
+        add = accumulate or pc_block > 0
+        for ic_block in range(ceil_div(m, GEMM_MC)):
+            ic = ic_block * GEMM_MC
+            mc = min(<Py_ssize_t> GEMM_MC, m - ic)
+            pack_a_block(a + ic * a_row_stride + pc * a_col_stride, a_row_stride,
+                         a_col_stride, mc, kc, pack_a)
+            for col_panel in range(ceil_div(n, nr)):
+                jr = col_panel * nr
+                for row_panel in range(ceil_div(mc, mr)):
+                    ir = row_panel * mr
+                    if floating is float:
+                        graphm_sgemm_micro(kc, pack_a + ir * kc,
+                                           packed_b + (col_panel * k + pc) * nr,
+                                           c + (ic + ir) * ldc + jr, ldc,
+                                           min(mr, mc - ir), min(nr, n - jr), add)
+                    else:
+                        graphm_dgemm_micro(kc, pack_a + ir * kc,
+                                           packed_b + (col_panel * k + pc) * nr,
+                                           c + (ic + ir) * ldc + jr, ldc,
+                                           min(mr, mc - ir), min(nr, n - jr), add)
 
 
 # ----------------------------------------------------------------------------------------------
-# im2col: gather input values into the columns of a matrix, one row per (channel, kernel tap).
+# im2col: gather input values into a matrix with one row per (channel, kernel tap) and one column
+# per output position, written directly in the packed order of a GEMM operand.
 # ----------------------------------------------------------------------------------------------
 
-cdef void im2col_rows(const floating *x_group, Py_ssize_t positions_in,
-                      const int *gather, Py_ssize_t taps, Py_ssize_t positions_out,
-                      Py_ssize_t row_start, Py_ssize_t row_count,
-                      Py_ssize_t p_start, Py_ssize_t p_count,
-                      floating *cols) noexcept nogil:
-    """cols[r, j] = x[c, gather[k, p_start + j]] (0 in the padding), for rows r = c*K + k.
-
-    Rows ``row_start .. row_start + row_count`` and output positions
-    ``p_start .. p_start + p_count``; ``cols`` is row-major with ``p_count`` columns.
+cdef void im2col_packed(const floating *x_group, Py_ssize_t positions_in,
+                        const int *gather, Py_ssize_t taps, Py_ssize_t positions_out,
+                        Py_ssize_t rows, Py_ssize_t p_start, Py_ssize_t p_count,
+                        floating *packed) noexcept nogil:
+    """cols[r, j] = x[c, gather[k, p_start + j]] (0 in the padding), for rows r = c*K + k,
+    as the B operand of ``cols``-on-the-right products (conv forward): panels of NR positions.
     """
-    cdef Py_ssize_t r, j, c, tap
+    cdef int nr = tile_cols(packed)
+    cdef Py_ssize_t r, j, j0, c, tap, panel, width
     cdef int offset
     cdef const floating *x_channel
     cdef const int *gather_row
-    cdef floating *cols_row
-    for r in range(row_count):
-        c = (row_start + r) // taps
-        tap = (row_start + r) - c * taps
+    cdef floating *dst
+    for r in range(rows):
+        c = r // taps
+        tap = r - c * taps
         x_channel = x_group + c * positions_in
         gather_row = gather + tap * positions_out + p_start
-        cols_row = cols + r * p_count
-        for j in range(p_count):
-            offset = gather_row[j]
-            cols_row[j] = x_channel[offset] if offset >= 0 else 0
+        for panel in range(ceil_div(p_count, nr)):
+            j0 = panel * nr
+            width = min(<Py_ssize_t> nr, p_count - j0)
+            dst = packed + (panel * rows + r) * nr
+            for j in range(width):
+                offset = gather_row[j0 + j]
+                dst[j] = x_channel[offset] if offset >= 0 else 0
+            for j in range(width, nr):
+                dst[j] = 0
+
+
+cdef void im2col_packed_transposed(const floating *x_group, Py_ssize_t positions_in,
+                                   const int *gather, Py_ssize_t taps, Py_ssize_t positions_out,
+                                   Py_ssize_t row_start, Py_ssize_t row_count,
+                                   Py_ssize_t p_start, Py_ssize_t p_count,
+                                   floating *packed) noexcept nogil:
+    """cols.T for rows ``row_start ..`` of cols, as the B operand of ``g @ cols.T`` (the weight
+    gradient): K runs over output positions, panels of NR rows of cols."""
+    cdef int nr = tile_cols(packed)
+    cdef Py_ssize_t r, j, p, c, tap, panel
+    cdef int offset
+    cdef const floating *x_channel
+    cdef const int *gather_row
+    cdef floating *dst
+    for panel in range(ceil_div(row_count, nr)):
+        for j in range(nr):
+            r = panel * nr + j
+            dst = packed + panel * p_count * nr + j
+            if r >= row_count:
+                for p in range(p_count):
+                    dst[p * nr] = 0
+                continue
+            c = (row_start + r) // taps
+            tap = (row_start + r) - c * taps
+            x_channel = x_group + c * positions_in
+            gather_row = gather + tap * positions_out + p_start
+            for p in range(p_count):
+                offset = gather_row[p]
+                dst[p * nr] = x_channel[offset] if offset >= 0 else 0
 
 
 cdef void fill_rows(floating *dst, Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t ld,
@@ -256,39 +298,37 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef int out_of_memory = 0
     cdef int *out_of_memory_flag = &out_of_memory
     cdef Py_ssize_t unit, n, g, block, p_start, p_count
-    cdef floating *cols
     cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *out_block
     num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
                               num_threads)
     with nogil, parallel(num_threads=num_threads):
-        # Each thread owns its scratch buffers for the whole loop.
-        cols = <floating *> malloc(sizeof(floating) * row_len * POSITIONS_PER_UNIT)
+        # Each thread owns its scratch buffers for the whole loop: B (the im2col matrix, packed)
+        # and a block of A (the weight, packed).
+        pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(out_ptr, row_len,
+                                                                      POSITIONS_PER_UNIT))
         pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
-        pack_b = <floating *> malloc(sizeof(floating) * GEMM_KC * GEMM_NC)
-        if cols == NULL or pack_a == NULL or pack_b == NULL:
+        if pack_a == NULL or pack_b == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if cols == NULL or pack_a == NULL or pack_b == NULL:
+            if pack_a == NULL or pack_b == NULL:
                 continue
             n = unit // (groups * blocks)
             g = (unit // blocks) % groups
             block = unit % blocks
             p_start = block * POSITIONS_PER_UNIT
             p_count = min(<Py_ssize_t> POSITIONS_PER_UNIT, positions_out - p_start)
-            im2col_rows(x_ptr + (n * channels + g * group_channels) * positions_in,
-                        positions_in, gather_ptr, taps, positions_out,
-                        0, row_len, p_start, p_count, cols)
+            im2col_packed(x_ptr + (n * channels + g * group_channels) * positions_in,
+                          positions_in, gather_ptr, taps, positions_out,
+                          row_len, p_start, p_count, pack_b)
             out_block = out_ptr + (n * out_channels + g * group_out) * positions_out + p_start
             fill_rows(out_block, group_out, p_count, positions_out,
                       b_ptr + g * group_out if has_bias else b_ptr, has_bias)
             # (Og, p_count) += W_g (Og, Cg*K) @ cols (Cg*K, p_count)
-            gemm(group_out, p_count, row_len,
-                 w_ptr + g * group_out * row_len, row_len, 1,
-                 cols, p_count, 1,
-                 out_block, positions_out, pack_a, pack_b)
-        free(cols)
+            gemm_packed_b(group_out, p_count, row_len,
+                          w_ptr + g * group_out * row_len, row_len, 1,
+                          pack_b, out_block, positions_out, True, pack_a)
         free(pack_a)
         free(pack_b)
     if out_of_memory:
@@ -347,7 +387,8 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
     with nogil, parallel(num_threads=num_threads):
         dcols = <floating *> malloc(sizeof(floating) * block_channels * taps * POSITIONS_PER_UNIT)
         pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
-        pack_b = <floating *> malloc(sizeof(floating) * GEMM_KC * GEMM_NC)
+        pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(dx_ptr, group_out,
+                                                                      POSITIONS_PER_UNIT))
         if dcols == NULL or pack_a == NULL or pack_b == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
@@ -365,13 +406,12 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
             for p_block in range(ceil_div(positions_out, POSITIONS_PER_UNIT)):
                 p_start = p_block * POSITIONS_PER_UNIT
                 p_count = min(<Py_ssize_t> POSITIONS_PER_UNIT, positions_out - p_start)
-                memset(dcols, 0, sizeof(floating) * rows * p_count)
+                pack_b_rows(g_ptr + (n * out_channels + g * group_out) * positions_out + p_start,
+                            positions_out, group_out, p_count, pack_b)
                 # dcols (c_count*K, p_count) = W_g[:, block's columns].T @ g[n, group, block]
-                gemm(rows, p_count, group_out,
-                     w_ptr + g * group_out * row_len + c_start * taps, 1, row_len,
-                     g_ptr + (n * out_channels + g * group_out) * positions_out + p_start,
-                     positions_out, 1,
-                     dcols, p_count, pack_a, pack_b)
+                gemm_packed_b(rows, p_count, group_out,
+                              w_ptr + g * group_out * row_len + c_start * taps, 1, row_len,
+                              pack_b, dcols, p_count, False, pack_a)
                 # col2im: send every dcols entry back to the input position it was read from.
                 for r in range(rows):
                     c = r // taps
@@ -440,20 +480,19 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
     cdef Py_ssize_t unit, s_block, g, col_block, col_start, col_count, n, p_block, p_start, p_count
     cdef Py_ssize_t i, b
     cdef floating total
-    cdef floating *cols
     cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *dw_block
     num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
                               num_threads)
     with nogil, parallel(num_threads=num_threads):
-        cols = <floating *> malloc(sizeof(floating) * WEIGHT_COLS_PER_UNIT * POSITIONS_PER_UNIT)
+        pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(dw_ptr, POSITIONS_PER_UNIT,
+                                                                      WEIGHT_COLS_PER_UNIT))
         pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
-        pack_b = <floating *> malloc(sizeof(floating) * GEMM_KC * GEMM_NC)
-        if cols == NULL or pack_a == NULL or pack_b == NULL:
+        if pack_a == NULL or pack_b == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if cols == NULL or pack_a == NULL or pack_b == NULL:
+            if pack_a == NULL or pack_b == NULL:
                 continue
             s_block = unit // (groups * col_blocks)
             g = (unit // col_blocks) % groups
@@ -467,16 +506,15 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
                 for p_block in range(ceil_div(positions_out, POSITIONS_PER_UNIT)):
                     p_start = p_block * POSITIONS_PER_UNIT
                     p_count = min(<Py_ssize_t> POSITIONS_PER_UNIT, positions_out - p_start)
-                    im2col_rows(x_ptr + (n * channels + g * group_channels) * positions_in,
-                                positions_in, gather_ptr, taps, positions_out,
-                                col_start, col_count, p_start, p_count, cols)
+                    im2col_packed_transposed(
+                        x_ptr + (n * channels + g * group_channels) * positions_in,
+                        positions_in, gather_ptr, taps, positions_out,
+                        col_start, col_count, p_start, p_count, pack_b)
                     # dW_g[:, block] (Og, col_count) += g[n, group, block] (Og, p) @ cols.T (p, col_count)
-                    gemm(group_out, col_count, p_count,
-                         g_ptr + (n * out_channels + g * group_out) * positions_out + p_start,
-                         positions_out, 1,
-                         cols, 1, p_count,
-                         dw_block, row_len, pack_a, pack_b)
-        free(cols)
+                    gemm_packed_b(group_out, col_count, p_count,
+                                  g_ptr + (n * out_channels + g * group_out) * positions_out
+                                  + p_start, positions_out, 1,
+                                  pack_b, dw_block, row_len, True, pack_a)
         free(pack_a)
         free(pack_b)
     if out_of_memory:

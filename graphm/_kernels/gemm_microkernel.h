@@ -1,5 +1,6 @@
 /*
- * The register micro-kernel of graphm's matrix multiply: C[0:mr, 0:nr] += A_panel @ B_panel.
+ * The register micro-kernel of graphm's matrix multiply: C[0:mr, 0:nr] += A_panel @ B_panel
+ * (or C = A_panel @ B_panel when `accumulate` is 0, which spares the caller zeroing C first).
  *
  * Why C and not Cython?  The whole speed of a GEMM comes from one small loop that keeps an
  * MR x NR tile of C in vector registers while it streams through K.  Cython cannot name vector
@@ -45,7 +46,7 @@ typedef double graphm_v4d __attribute__((vector_size(32), aligned(sizeof(double)
 #define GRAPHM_DEFINE_MICROKERNEL(NAME, T, V, LANES)                                           \
 GRAPHM_MULTIVERSION                                                                             \
 static void NAME(ptrdiff_t kc, const T *a_panel, const T *b_panel, T *c, ptrdiff_t ldc,         \
-                 int mr, int nr)                                                                \
+                 int mr, int nr, int accumulate)                                                \
 {                                                                                               \
     const V zero = {0};                                                                         \
     V c0l = zero, c0h = zero, c1l = zero, c1h = zero, c2l = zero, c2h = zero;                   \
@@ -63,18 +64,25 @@ static void NAME(ptrdiff_t kc, const T *a_panel, const T *b_panel, T *c, ptrdiff
     }                                                                                           \
     V tile[6][2] = {{c0l, c0h}, {c1l, c1h}, {c2l, c2h}, {c3l, c3h}, {c4l, c4h}, {c5l, c5h}};    \
     if (mr == 6 && nr == 2 * LANES) {                                                           \
-        /* A full tile: add whole vectors into C. */                                            \
+        /* A full tile: add (or store) whole vectors into C. */                                 \
         for (int i = 0; i < 6; ++i) {                                                           \
-            *(V *)(c + i * ldc) += tile[i][0];                                                  \
-            *(V *)(c + i * ldc + LANES) += tile[i][1];                                          \
+            if (accumulate) {                                                                   \
+                *(V *)(c + i * ldc) += tile[i][0];                                              \
+                *(V *)(c + i * ldc + LANES) += tile[i][1];                                      \
+            } else {                                                                            \
+                *(V *)(c + i * ldc) = tile[i][0];                                               \
+                *(V *)(c + i * ldc + LANES) = tile[i][1];                                       \
+            }                                                                                   \
         }                                                                                       \
     } else {                                                                                    \
-        /* An edge tile: add only the valid part, element by element.  Each element still     \
-         * gets the single addition C[i][j] + tile[i][j], so both paths give the same bits. */  \
+        /* An edge tile: only the valid part, element by element.  Each element still gets     \
+         * the single operation C[i][j] + tile[i][j] (or C[i][j] = tile[i][j]) of the full     \
+         * path, so both paths give the same bits. */                                           \
         const T *t = (const T *)tile;                                                           \
         for (int i = 0; i < mr; ++i)                                                            \
             for (int j = 0; j < nr; ++j)                                                        \
-                c[i * ldc + j] += t[i * 2 * LANES + j];                                         \
+                c[i * ldc + j] = accumulate ? c[i * ldc + j] + t[i * 2 * LANES + j]             \
+                                            : t[i * 2 * LANES + j];                             \
     }                                                                                           \
 }
 
