@@ -42,30 +42,37 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
+import os
+
 import numpy as np
 
 cdef extern from "gemm_microkernel.h" nogil:
     int GRAPHM_SGEMM_MR
-    int GRAPHM_SGEMM_NR
     int GRAPHM_DGEMM_MR
-    int GRAPHM_DGEMM_NR
+    int graphm_sgemm_nr()
+    int graphm_dgemm_nr()
+    int graphm_select_tiles(int allow_wide)
     void graphm_sgemm_micro(Py_ssize_t kc, const float *a_panel, const float *b_panel,
                             float *c, Py_ssize_t ldc, int mr, int nr, int accumulate)
     void graphm_dgemm_micro(Py_ssize_t kc, const double *a_panel, const double *b_panel,
                             double *c, Py_ssize_t ldc, int mr, int nr, int accumulate)
 
-# Cache blocking of the matrix multiply: an MC x KC block of A (96 KiB in float32) stays in L2
-# while the micro-kernel streams KC x NR panels of B past it; its tile of C lives in registers.
+# The micro-kernel's tile width is chosen once, now: AVX-512 where the CPU has it, unless
+# GRAPHM_NO_AVX512=1 (which lets the test-suite exercise the AVX2 tiles on any machine).
+WIDE_TILES = bool(graphm_select_tiles(os.environ.get("GRAPHM_NO_AVX512", "0") != "1"))
+
+# Cache blocking of the matrix multiply: K is cut into blocks of GEMM_KC, so that a KC x NR panel
+# of B (16 KiB in float32) stays in L1 while the micro-kernel runs down the rows of A; the
+# micro-kernel's tile of C lives in registers.
 cdef enum:
     GEMM_KC = 256
-    GEMM_MC = 96          # a multiple of the micro-tile's 6 rows
 
 # How the convolutions are cut into independent work units.  These constants, never the thread
 # count, decide the order of every floating-point sum.
 cdef enum:
     POSITIONS_PER_UNIT = 256   # output positions per im2col block
     ROWS_PER_UNIT = 192        # aim for at least this many rows of dcols per input-grad unit
-    WEIGHT_COLS_PER_UNIT = 144 # columns of dW per weight-grad unit (a multiple of 16)
+    WEIGHT_COLS_PER_UNIT = 128 # columns of dW per weight-grad unit (whole tiles of 16 or 32)
     SAMPLES_PER_UNIT = 4       # samples summed by one weight-grad unit before the fixed-order sum
     MIN_WORK_PER_THREAD = 65536  # multiply-adds (tens of microseconds) that justify one more thread
 
@@ -75,9 +82,9 @@ cdef enum:
 #
 # Both operands are first copied ("packed") into the order in which the micro-kernel reads them:
 # A into panels of MR rows, B into panels of NR columns, each panel running down all of K.  The
-# convolutions never build B and then pack it: im2col writes its gathered values straight into
-# B's packed order (below), which saves a pass over the largest operand.  A is read through a
-# (row stride, column stride) pair, so a transposed weight costs nothing.
+# weight is packed once per call and shared by every thread.  The convolutions never build B and
+# then pack it: im2col writes its gathered values straight into B's packed order (below), which
+# saves a pass over the largest operand.
 # ----------------------------------------------------------------------------------------------
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -93,30 +100,36 @@ cdef inline int tile_rows(floating *dummy) noexcept nogil:
 
 cdef inline int tile_cols(floating *dummy) noexcept nogil:
     if floating is float:
-        return GRAPHM_SGEMM_NR
+        return graphm_sgemm_nr()
     else:
-        return GRAPHM_DGEMM_NR
+        return graphm_dgemm_nr()
+
+
+cdef inline Py_ssize_t packed_a_size(floating *dummy, Py_ssize_t m, Py_ssize_t k) noexcept nogil:
+    """Elements of a packed A of m rows (rounded up to whole panels) and k columns."""
+    return ceil_div(m, tile_rows(dummy)) * tile_rows(dummy) * k
 
 
 cdef inline Py_ssize_t packed_b_size(floating *dummy, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
-    """Elements of a packed B of k rows and n columns (n rounded up to whole panels)."""
+    """Elements of a packed B of k rows and n columns (rounded up to whole panels)."""
     return k * ceil_div(n, tile_cols(dummy)) * tile_cols(dummy)
 
 
-cdef void pack_a_block(const floating *a, Py_ssize_t row_stride, Py_ssize_t col_stride,
-                       Py_ssize_t mc, Py_ssize_t kc, floating *packed) noexcept nogil:
-    """Copy the mc x kc block of A into panels of MR rows: packed[k*MR + i] = A[i, k]."""
+cdef void pack_a_panels(const floating *a, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                        Py_ssize_t m, Py_ssize_t k, floating *packed) noexcept nogil:
+    """Pack A (m x k, any strides): packed[(panel*k + kk)*MR + i] = A[panel*MR + i, kk]."""
     cdef int mr = tile_rows(packed)
-    cdef Py_ssize_t panel, i0, i, k, rows
-    for panel in range(ceil_div(mc, mr)):
+    cdef Py_ssize_t panel, i0, i, kk, rows
+    cdef floating *dst
+    for panel in range(ceil_div(m, mr)):
         i0 = panel * mr
-        rows = min(mr, mc - i0)
-        for k in range(kc):
+        rows = min(<Py_ssize_t> mr, m - i0)
+        for kk in range(k):
+            dst = packed + (panel * k + kk) * mr
             for i in range(rows):
-                packed[k * mr + i] = a[(i0 + i) * row_stride + k * col_stride]
+                dst[i] = a[(i0 + i) * row_stride + kk * col_stride]
             for i in range(rows, mr):
-                packed[k * mr + i] = 0   # zero padding: the edge tile computes harmless zeros
-        packed += kc * mr
+                dst[i] = 0   # zero padding: the edge tile computes harmless zeros
 
 
 cdef void pack_b_rows(const floating *b, Py_ssize_t row_stride, Py_ssize_t k, Py_ssize_t n,
@@ -127,7 +140,7 @@ cdef void pack_b_rows(const floating *b, Py_ssize_t row_stride, Py_ssize_t k, Py
     cdef floating *dst
     for panel in range(ceil_div(n, nr)):
         j0 = panel * nr
-        cols = min(nr, n - j0)
+        cols = min(<Py_ssize_t> nr, n - j0)
         for kk in range(k):
             dst = packed + (panel * k + kk) * nr
             for j in range(cols):
@@ -136,43 +149,36 @@ cdef void pack_b_rows(const floating *b, Py_ssize_t row_stride, Py_ssize_t k, Py
                 dst[j] = 0
 
 
-cdef void gemm_packed_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                        const floating *a, Py_ssize_t a_row_stride, Py_ssize_t a_col_stride,
-                        const floating *packed_b, floating *c, Py_ssize_t ldc,
-                        bint accumulate, floating *pack_a) noexcept nogil:
-    """C (row-major, leading dimension ldc) (+)= A @ B, blocked as in BLIS / GotoBLAS.
+cdef void gemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      const floating *packed_a, const floating *packed_b,
+                      floating *c, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """C (row-major, leading dimension ldc) (+)= A @ B for packed A and B (BLIS-style loops).
 
-    B comes packed (``pack_b_rows`` or an im2col below).  With ``accumulate`` false the first
-    block of K overwrites C instead of adding to it.  ``pack_a`` holds GEMM_MC * GEMM_KC
-    elements.  Each element of C receives one addition per KC-block of K, in increasing K:
-    a fixed order, whoever runs it.
+    With ``accumulate`` false the first block of K overwrites C instead of adding to it.  Each
+    element of C receives one addition per GEMM_KC-block of K, in increasing K: a fixed order,
+    whoever runs it.
     """
     cdef int mr = tile_rows(c), nr = tile_cols(c)
-    cdef Py_ssize_t pc, ic, jr, ir, kc, mc, col_panel, row_panel, pc_block, ic_block
+    cdef Py_ssize_t pc, kc, pc_block, col_panel, row_panel
     cdef int add
     for pc_block in range(ceil_div(k, GEMM_KC)):
         pc = pc_block * GEMM_KC
         kc = min(<Py_ssize_t> GEMM_KC, k - pc)
         add = accumulate or pc_block > 0
-        for ic_block in range(ceil_div(m, GEMM_MC)):
-            ic = ic_block * GEMM_MC
-            mc = min(<Py_ssize_t> GEMM_MC, m - ic)
-            pack_a_block(a + ic * a_row_stride + pc * a_col_stride, a_row_stride,
-                         a_col_stride, mc, kc, pack_a)
-            for col_panel in range(ceil_div(n, nr)):
-                jr = col_panel * nr
-                for row_panel in range(ceil_div(mc, mr)):
-                    ir = row_panel * mr
-                    if floating is float:
-                        graphm_sgemm_micro(kc, pack_a + ir * kc,
-                                           packed_b + (col_panel * k + pc) * nr,
-                                           c + (ic + ir) * ldc + jr, ldc,
-                                           min(mr, mc - ir), min(nr, n - jr), add)
-                    else:
-                        graphm_dgemm_micro(kc, pack_a + ir * kc,
-                                           packed_b + (col_panel * k + pc) * nr,
-                                           c + (ic + ir) * ldc + jr, ldc,
-                                           min(mr, mc - ir), min(nr, n - jr), add)
+        for col_panel in range(ceil_div(n, nr)):
+            for row_panel in range(ceil_div(m, mr)):
+                if floating is float:
+                    graphm_sgemm_micro(kc, packed_a + (row_panel * k + pc) * mr,
+                                       packed_b + (col_panel * k + pc) * nr,
+                                       c + row_panel * mr * ldc + col_panel * nr, ldc,
+                                       min(mr, m - row_panel * mr), min(nr, n - col_panel * nr),
+                                       add)
+                else:
+                    graphm_dgemm_micro(kc, packed_a + (row_panel * k + pc) * mr,
+                                       packed_b + (col_panel * k + pc) * nr,
+                                       c + row_panel * mr * ldc + col_panel * nr, ldc,
+                                       min(mr, m - row_panel * mr), min(nr, n - col_panel * nr),
+                                       add)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,21 +304,27 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef int out_of_memory = 0
     cdef int *out_of_memory_flag = &out_of_memory
     cdef Py_ssize_t unit, n, g, block, p_start, p_count
-    cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *out_block
+    # A = the weight of each group, packed once and shared (read-only) by all threads.
+    cdef Py_ssize_t weight_panel_size = packed_a_size(out_ptr, group_out, row_len)
+    cdef floating[::1] packed_weight = np.empty(groups * weight_panel_size,
+                                                dtype=np.asarray(out).dtype)
+    cdef floating *packed_w_ptr = &packed_weight[0]
+    with nogil:
+        for g in range(groups):
+            pack_a_panels(w_ptr + g * group_out * row_len, row_len, 1, group_out, row_len,
+                          packed_w_ptr + g * weight_panel_size)
     num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
                               num_threads)
     with nogil, parallel(num_threads=num_threads):
-        # Each thread owns its scratch buffers for the whole loop: B (the im2col matrix, packed)
-        # and a block of A (the weight, packed).
+        # Each thread owns its scratch buffer for the whole loop: B, the im2col matrix, packed.
         pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(out_ptr, row_len,
                                                                       POSITIONS_PER_UNIT))
-        pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
-        if pack_a == NULL or pack_b == NULL:
+        if pack_b == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if pack_a == NULL or pack_b == NULL:
+            if pack_b == NULL:
                 continue
             n = unit // (groups * blocks)
             g = (unit // blocks) % groups
@@ -326,10 +338,8 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             fill_rows(out_block, group_out, p_count, positions_out,
                       b_ptr + g * group_out if has_bias else b_ptr, has_bias)
             # (Og, p_count) += W_g (Og, Cg*K) @ cols (Cg*K, p_count)
-            gemm_packed_b(group_out, p_count, row_len,
-                          w_ptr + g * group_out * row_len, row_len, 1,
-                          pack_b, out_block, positions_out, True, pack_a)
-        free(pack_a)
+            gemm_packed(group_out, p_count, row_len, packed_w_ptr + g * weight_panel_size,
+                        pack_b, out_block, positions_out, True)
         free(pack_b)
     if out_of_memory:
         raise MemoryError("graphm conv_forward: could not allocate scratch buffers")
@@ -376,23 +386,35 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
     cdef Py_ssize_t unit, n, g, c_block, c_start, c_count, rows, p_block, p_start, p_count, r, j, c, tap
     cdef int offset
     cdef floating *dcols
-    cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *dx_block
     cdef floating *dx_channel
     cdef floating *dcols_row
     cdef const int *gather_row
+    # A = the rows of W_g.T that belong to one block of input channels, for every (group, block),
+    # packed once and shared (read-only) by all threads.
+    cdef Py_ssize_t block_panel_size = packed_a_size(dx_ptr, block_channels * taps, group_out)
+    cdef floating[::1] packed_weight = np.empty(groups * channel_blocks * block_panel_size,
+                                                dtype=np.asarray(grad_in).dtype)
+    cdef floating *packed_w_ptr = &packed_weight[0]
+    with nogil:
+        for g in range(groups):
+            for c_block in range(channel_blocks):
+                c_start = c_block * block_channels
+                c_count = min(block_channels, group_channels - c_start)
+                pack_a_panels(w_ptr + g * group_out * row_len + c_start * taps, 1, row_len,
+                              c_count * taps, group_out,
+                              packed_w_ptr + (g * channel_blocks + c_block) * block_panel_size)
     num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
                               num_threads)
     with nogil, parallel(num_threads=num_threads):
         dcols = <floating *> malloc(sizeof(floating) * block_channels * taps * POSITIONS_PER_UNIT)
-        pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
         pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(dx_ptr, group_out,
                                                                       POSITIONS_PER_UNIT))
-        if dcols == NULL or pack_a == NULL or pack_b == NULL:
+        if dcols == NULL or pack_b == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if dcols == NULL or pack_a == NULL or pack_b == NULL:
+            if dcols == NULL or pack_b == NULL:
                 continue
             n = unit // (groups * channel_blocks)
             g = (unit // channel_blocks) % groups
@@ -409,9 +431,9 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
                 pack_b_rows(g_ptr + (n * out_channels + g * group_out) * positions_out + p_start,
                             positions_out, group_out, p_count, pack_b)
                 # dcols (c_count*K, p_count) = W_g[:, block's columns].T @ g[n, group, block]
-                gemm_packed_b(rows, p_count, group_out,
-                              w_ptr + g * group_out * row_len + c_start * taps, 1, row_len,
-                              pack_b, dcols, p_count, False, pack_a)
+                gemm_packed(rows, p_count, group_out,
+                            packed_w_ptr + (g * channel_blocks + c_block) * block_panel_size,
+                            pack_b, dcols, p_count, False)
                 # col2im: send every dcols entry back to the input position it was read from.
                 for r in range(rows):
                     c = r // taps
@@ -424,7 +446,6 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
                         if offset >= 0:
                             dx_channel[offset] += dcols_row[j]
         free(dcols)
-        free(pack_a)
         free(pack_b)
     if out_of_memory:
         raise MemoryError("graphm conv_input_grad: could not allocate scratch buffers")
@@ -488,7 +509,8 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
     with nogil, parallel(num_threads=num_threads):
         pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(dw_ptr, POSITIONS_PER_UNIT,
                                                                       WEIGHT_COLS_PER_UNIT))
-        pack_a = <floating *> malloc(sizeof(floating) * GEMM_MC * GEMM_KC)
+        pack_a = <floating *> malloc(sizeof(floating) * packed_a_size(dw_ptr, group_out,
+                                                                      POSITIONS_PER_UNIT))
         if pack_a == NULL or pack_b == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
@@ -506,15 +528,15 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
                 for p_block in range(ceil_div(positions_out, POSITIONS_PER_UNIT)):
                     p_start = p_block * POSITIONS_PER_UNIT
                     p_count = min(<Py_ssize_t> POSITIONS_PER_UNIT, positions_out - p_start)
+                    pack_a_panels(g_ptr + (n * out_channels + g * group_out) * positions_out
+                                  + p_start, positions_out, 1, group_out, p_count, pack_a)
                     im2col_packed_transposed(
                         x_ptr + (n * channels + g * group_channels) * positions_in,
                         positions_in, gather_ptr, taps, positions_out,
                         col_start, col_count, p_start, p_count, pack_b)
                     # dW_g[:, block] (Og, col_count) += g[n, group, block] (Og, p) @ cols.T (p, col_count)
-                    gemm_packed_b(group_out, col_count, p_count,
-                                  g_ptr + (n * out_channels + g * group_out) * positions_out
-                                  + p_start, positions_out, 1,
-                                  pack_b, dw_block, row_len, True, pack_a)
+                    gemm_packed(group_out, col_count, p_count, pack_a, pack_b,
+                                dw_block, row_len, True)
         free(pack_a)
         free(pack_b)
     if out_of_memory:
