@@ -3,7 +3,7 @@
 Every function takes NumPy arrays and returns new NumPy arrays; the differentiable ones also
 accept :class:`graphm.Tensor` and then return a Tensor (see ``_dispatch.py``).
 """
-from graphm.functional.convolution import (ConvGrads, conv, conv1d, conv2d, conv3d,
+from graphm.functional.convolution import (ConvGradients, conv, conv1d, conv2d, conv3d,
                                            conv_backward, conv_transpose, conv_transpose1d,
                                            conv_transpose2d, conv_transpose3d,
                                            conv_transpose_backward)
@@ -12,7 +12,7 @@ from graphm.functional.nn import (avg_pool1d, avg_pool2d, avg_pool3d, cross_entr
                                   max_pool3d, mse_loss, nll_loss, relu, sigmoid, softmax,
                                   softplus, tanh)
 
-__all__ = ["ConvGrads", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "conv_transpose",
+__all__ = ["ConvGradients", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "conv_transpose",
            "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_backward",
            "avg_pool1d", "avg_pool2d", "avg_pool3d", "cross_entropy", "linear", "linear_backward",
            "log_softmax", "max_pool1d", "max_pool2d", "max_pool3d", "mse_loss", "nll_loss", "relu",

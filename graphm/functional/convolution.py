@@ -25,25 +25,21 @@ then has none either.
 import functools
 import math
 import operator
-from collections import namedtuple
 
 import numpy as np
 
 from graphm import spec
+from graphm.spec import ConvGradients
 from graphm._config import get_num_threads
 from graphm._kernels import _conv as kernels
 from graphm.functional._dispatch import tensor_aware
 
 __all__ = [
-    "ConvGrads", "conv", "conv1d", "conv2d", "conv3d",
+    "ConvGradients", "conv", "conv1d", "conv2d", "conv3d",
     "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "conv_backward", "conv_transpose_backward",
 ]
 
-ConvGrads = namedtuple("ConvGrads", ["grad_input", "grad_weight", "grad_bias"])
-ConvGrads.__doc__ = """The three gradients of a convolution with bias, as torch.autograd gives them.
-
-grad_input has the input's shape, grad_weight the weight's, grad_bias is ``(C_out,)``."""
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -187,10 +183,7 @@ def _conv_padding(op, padding, kernel, stride, dilation, context):
                 raise ValueError(f"{op}: padding='same' is not supported for strided "
                                  f"convolutions (stride={stride}); use an int padding "
                                  f"({context})")
-            # PyTorch pads d*(k-1) in total and puts the odd one on the high side.
-            total = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
-            low = tuple(t // 2 for t in total)
-            return low, tuple(t - lo for t, lo in zip(total, low))
+            return spec.same_padding(kernel, dilation)   # asymmetric for even kernels
         raise ValueError(f"{op}: padding={padding!r} is not a valid padding string; use "
                          f"'valid', 'same', an int or a tuple of {rank} ints ({context})")
     pad = _per_axis(op, "padding", padding, rank, context)
@@ -422,7 +415,7 @@ def conv_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, g
 
     Returns
     -------
-    ConvGrads
+    ConvGradients
         ``(grad_input, grad_weight, grad_bias)``, shaped like input, weight and ``(C_out,)``.
     """
     problem = _Problem("conv_backward", input, weight, None, stride, padding, dilation, groups,
@@ -436,7 +429,7 @@ def conv_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, g
                              problem.groups, grad_weight, threads)
     grad_bias = np.empty(problem.out_channels, dtype=problem.dtype)
     kernels.bias_grad(problem.grad_output3, grad_bias, threads)
-    return ConvGrads(problem.unflat(grad_input, problem.in_channels, problem.in_spatial),
+    return ConvGradients(problem.unflat(grad_input, problem.in_channels, problem.in_spatial),
                      grad_weight.reshape(problem.weight_shape), grad_bias)
 
 
@@ -534,7 +527,7 @@ def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0, out
 
     Returns
     -------
-    ConvGrads
+    ConvGradients
         ``(grad_input, grad_weight, grad_bias)``, shaped like input, weight and ``(C_out,)``.
     """
     problem = _Problem("conv_transpose_backward", input, weight, None, stride, padding,
@@ -549,5 +542,5 @@ def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0, out
                              problem.groups, grad_weight, threads)
     grad_bias = np.empty(problem.out_channels, dtype=problem.dtype)
     kernels.bias_grad(problem.grad_output3, grad_bias, threads)
-    return ConvGrads(problem.unflat(grad_input, problem.in_channels, problem.in_spatial),
+    return ConvGradients(problem.unflat(grad_input, problem.in_channels, problem.in_spatial),
                      grad_weight.reshape(problem.weight_shape), grad_bias)

@@ -32,7 +32,7 @@ from collections import namedtuple
 import numpy as np
 
 from graphm.functional._dispatch import tensor_aware
-from graphm.functional.convolution import ConvGrads, conv1d, conv_backward
+from graphm.functional.convolution import ConvGradients, conv1d, conv_backward
 
 __all__ = [
     "relu", "sigmoid", "tanh", "softplus",
@@ -319,7 +319,7 @@ def linear_backward(grad_output, input, weight):
 
     Returns
     -------
-    ConvGrads
+    ConvGradients
         ``(grad_input, grad_weight, grad_bias)``, shaped like input, weight and (out_features,).
     """
     _linear_arguments("linear_backward", input, weight, None, grad_output)
@@ -327,10 +327,10 @@ def linear_backward(grad_output, input, weight):
     rows_g = grad_output.reshape(count, weight.shape[0])                # (M, out)
     rows_x = input.reshape(count, weight.shape[1])                      # (M, in)
     if rows_x.shape[0] == 0 or rows_x.shape[1] == 0:
-        return ConvGrads((rows_g @ weight).reshape(input.shape), rows_g.T @ rows_x,
+        return ConvGradients((rows_g @ weight).reshape(input.shape), rows_g.T @ rows_x,
                          rows_g.sum(axis=0))
     grads = conv_backward(_as_positions(rows_g), _as_positions(rows_x), weight[:, :, None])
-    return ConvGrads(np.ascontiguousarray(grads.grad_input[0].T).reshape(input.shape),
+    return ConvGradients(np.ascontiguousarray(grads.grad_input[0].T).reshape(input.shape),
                      grads.grad_weight[:, :, 0], grads.grad_bias)
 
 
