@@ -560,7 +560,7 @@ def test_random_configurations_raise_or_match_torch(config, seed, backward):
     Valid: the forward, or the backward function, agrees with PyTorch."""
     problem = contract_problem(**config)
     event(f"invalid: {problem}" if problem else "valid")
-    d, transpose, batch = config["d"], config["transpose"], config["batch"]
+    transpose, batch = config["transpose"], config["batch"]
     rng = make_rng(seed)
     lead = () if batch is None else (batch,)
     x = rng.standard_normal(lead + (config["in_c"],) + config["in_spatial"])

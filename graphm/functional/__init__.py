@@ -4,9 +4,9 @@ Every function takes NumPy arrays and returns new NumPy arrays; the differentiab
 accept :class:`graphm.Tensor` and then return a Tensor (see ``_dispatch.py``).
 """
 from graphm.functional.convolution import (ConvGradients, conv, conv1d, conv2d, conv3d,
-                                           conv_backward, conv_transpose, conv_transpose1d,
-                                           conv_transpose2d, conv_transpose3d,
-                                           conv_transpose_backward)
+                                           conv_backward, conv_output_shape, conv_transpose,
+                                           conv_transpose1d, conv_transpose2d, conv_transpose3d,
+                                           conv_transpose_backward, conv_transpose_output_shape)
 from graphm.functional.nn import (avg_pool1d, avg_pool2d, avg_pool3d, cross_entropy, linear,
                                   linear_backward, log_softmax, max_pool1d, max_pool2d,
                                   max_pool3d, mse_loss, nll_loss, relu, sigmoid, softmax,
@@ -14,6 +14,6 @@ from graphm.functional.nn import (avg_pool1d, avg_pool2d, avg_pool3d, cross_entr
 
 __all__ = ["ConvGradients", "conv", "conv1d", "conv2d", "conv3d", "conv_backward", "conv_transpose",
            "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_backward",
-           "avg_pool1d", "avg_pool2d", "avg_pool3d", "cross_entropy", "linear", "linear_backward",
+           "conv_output_shape", "conv_transpose_output_shape", "avg_pool1d", "avg_pool2d", "avg_pool3d", "cross_entropy", "linear", "linear_backward",
            "log_softmax", "max_pool1d", "max_pool2d", "max_pool3d", "mse_loss", "nll_loss", "relu",
            "sigmoid", "softmax", "softplus", "tanh"]

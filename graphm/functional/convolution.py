@@ -37,7 +37,8 @@ from graphm.functional._dispatch import tensor_aware
 __all__ = [
     "ConvGradients", "conv", "conv1d", "conv2d", "conv3d",
     "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-    "conv_backward", "conv_transpose_backward",
+    "conv_backward", "conv_transpose_backward", "conv_output_shape",
+    "conv_transpose_output_shape",
 ]
 
 
@@ -275,8 +276,7 @@ class _Problem:
             # The adjoint convolution reads the transposed output and writes the transposed
             # input: its "input" has out_spatial positions, its "output" in_spatial ones.
             _check_positions(op, "output", out_spatial, context)
-            self.gather = _gather_map(tuple(out_spatial), kernel, stride, pad_low, dilation,
-                                      in_spatial)
+            self.geometry = (tuple(out_spatial), kernel, stride, pad_low, dilation, in_spatial)
         else:
             pad_low, pad_high = _conv_padding(op, padding, kernel, stride, dilation, context)
             # spec's formula with the padding folded into the extent ('same' may be asymmetric)
@@ -285,25 +285,46 @@ class _Problem:
             _check_output_extent(op, out_spatial, in_spatial, kernel, context)
             _check_positions(op, "input", in_spatial, context)
             _check_positions(op, "output", out_spatial, context)
-            self.gather = _gather_map(in_spatial, kernel, stride, pad_low, dilation, out_spatial)
+            self.geometry = (in_spatial, kernel, stride, pad_low, dilation, tuple(out_spatial))
         self.op, self.context, self.groups, self.batched = op, context, groups, batched
         self.dtype = input.dtype
         self.n_samples = input.shape[0] if batched else 1
         self.in_channels, self.out_channels = in_channels, out_channels
         self.in_spatial, self.out_spatial = in_spatial, tuple(out_spatial)
-        self.input3 = self._flat(input, in_channels, in_spatial)
-        # Both layouts flatten to (weight.shape[0], weight.shape[1] * K): rows are the adjoint
-        # pair's "output" channels, columns (channel-in-group, tap).
-        self.weight2 = np.ascontiguousarray(weight).reshape(weight.shape[0], -1)
-        self.bias = (np.ascontiguousarray(bias) if bias is not None
-                     else np.empty(0, dtype=self.dtype))
+        self._arrays = (input, weight, bias, grad_output)
         self.input_shape, self.weight_shape = input.shape, weight.shape
         if grad_output_needed:
             expected = self.output_shape
             if grad_output.shape != expected:
                 raise ValueError(f"{op}: grad_output must have the output's shape {expected}, "
                                  f"got grad_output shape {grad_output.shape} ({context})")
-            self.grad_output3 = self._flat(grad_output, out_channels, self.out_spatial)
+
+    # The kernels' views are made on first use only, so that a shape query copies nothing.
+
+    @functools.cached_property
+    def gather(self):
+        """The gather map of the convolution (for conv_transpose: of its adjoint convolution)."""
+        return _gather_map(*self.geometry)
+
+    @functools.cached_property
+    def input3(self):
+        return self._flat(self._arrays[0], self.in_channels, self.in_spatial)
+
+    @functools.cached_property
+    def weight2(self):
+        """Both layouts flatten to (weight.shape[0], weight.shape[1] * K): rows are the adjoint
+        pair's "output" channels, columns (channel within the group, tap)."""
+        weight = self._arrays[1]
+        return np.ascontiguousarray(weight).reshape(weight.shape[0], -1)
+
+    @functools.cached_property
+    def bias(self):
+        bias = self._arrays[2]
+        return np.ascontiguousarray(bias) if bias is not None else np.empty(0, dtype=self.dtype)
+
+    @functools.cached_property
+    def grad_output3(self):
+        return self._flat(self._arrays[3], self.out_channels, self.out_spatial)
 
     def _flat(self, array, channels, spatial):
         """A C-contiguous (N, C, positions) view (a copy only if the array is not contiguous)."""
@@ -320,6 +341,36 @@ class _Problem:
     def unflat(self, array3, channels, spatial):
         batch = (self.n_samples,) if self.batched else ()
         return array3.reshape(batch + (channels,) + tuple(spatial))
+
+
+def _stand_in(shape, dtype):
+    """A read-only array of ``shape`` that owns no memory: all the argument checks look at."""
+    return None if shape is None else np.broadcast_to(np.zeros((), dtype), tuple(shape))
+
+
+def conv_output_shape(input_shape, weight_shape, bias_shape=None, stride=1, padding=0,
+                      dilation=1, groups=1, *, rank=None, dtype=np.float32):
+    """The shape :func:`conv` would return, with every argument check of :func:`conv`.
+
+    For building graphs before any data exists (graphm.GraphM checks shapes at build time):
+    the same checks, and so the same error messages, as the op itself.  ``rank`` pins the
+    spatial rank as conv1d/2d/3d do (and names them in messages); ``dtype`` is that of the
+    arrays to come.
+    """
+    op = "conv" if rank is None else f"conv{rank}d"
+    return _Problem(op, _stand_in(input_shape, dtype), _stand_in(weight_shape, dtype),
+                    _stand_in(bias_shape, dtype), stride, padding, dilation, groups, rank,
+                    transposed=False).output_shape
+
+
+def conv_transpose_output_shape(input_shape, weight_shape, bias_shape=None, stride=1,
+                                padding=0, output_padding=0, groups=1, dilation=1, *,
+                                rank=None, dtype=np.float32):
+    """The shape :func:`conv_transpose` would return, with all of its argument checks."""
+    op = "conv_transpose" if rank is None else f"conv_transpose{rank}d"
+    return _Problem(op, _stand_in(input_shape, dtype), _stand_in(weight_shape, dtype),
+                    _stand_in(bias_shape, dtype), stride, padding, dilation, groups, rank,
+                    transposed=True, output_padding=output_padding).output_shape
 
 
 # ----------------------------------------------------------------------------------------------

@@ -43,10 +43,8 @@ decides which to call.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from graphm import functional as F
-from graphm.functional import convolution as _convolution
 from graphm.ops.base import Op, register
 
 __all__ = ["conv", "conv_transpose"]
@@ -56,28 +54,6 @@ __all__ = ["conv", "conv_transpose"]
 _CONV = {None: F.conv, 1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {None: F.conv_transpose, 1: F.conv_transpose1d, 2: F.conv_transpose2d,
                    3: F.conv_transpose3d}
-_NAMES = {None: "", 1: "1d", 2: "2d", 3: "3d"}
-
-
-def _stand_in(shape):
-    """A zero array of ``shape`` that owns no memory: enough for graphm.functional's argument
-    checks, which look at shapes only."""
-    return None if shape is None else np.broadcast_to(np.zeros((), np.float32), shape)
-
-
-def _output_shape(opname, x, weight, bias, transposed, rank, **params):
-    """The output shape, checked by graphm.functional's own argument checks, so a bad
-    convolution is reported in the same words at graph-build time and at run time.
-
-    The checks run on stand-ins; a batched input stands in with an empty batch (which the
-    checks accept, as PyTorch does), so that nothing of the input's size is ever copied.
-    """
-    batch = x[0] if len(x) == len(weight) else None           # (N, C, *sp) vs (C, *sp)
-    stand_in_x = _stand_in(x if batch is None else (0,) + tuple(x[1:]))
-    problem = _convolution._Problem(opname, stand_in_x, _stand_in(weight), _stand_in(bias),
-                                    rank=rank, transposed=transposed, **params)
-    shape = problem.output_shape
-    return shape if batch is None else (batch,) + tuple(shape[1:])
 
 
 class Conv(Op):
@@ -96,8 +72,8 @@ class Conv(Op):
     optional = ("bias",)
 
     def shape(self, x, weight, bias, stride=1, padding=0, dilation=1, groups=1, rank=None):
-        return _output_shape(f"conv{_NAMES[rank]}", x, weight, bias, False, rank,
-                             stride=stride, padding=padding, dilation=dilation, groups=groups)
+        # graphm.functional's own checks, so a bad convolution reads the same at build time
+        return F.conv_output_shape(x, weight, bias, stride, padding, dilation, groups, rank=rank)
 
     def forward(self, x, weight, bias, stride=1, padding=0, dilation=1, groups=1, rank=None):
         y = _CONV[rank](x, weight, bias, stride, padding, dilation, groups)
@@ -139,9 +115,8 @@ class ConvTranspose(Op):
 
     def shape(self, x, weight, bias, stride=1, padding=0, output_padding=0, groups=1,
               dilation=1, rank=None):
-        return _output_shape(f"conv_transpose{_NAMES[rank]}", x, weight, bias, True, rank,
-                             stride=stride, padding=padding, output_padding=output_padding,
-                             dilation=dilation, groups=groups)
+        return F.conv_transpose_output_shape(x, weight, bias, stride, padding, output_padding,
+                                             groups, dilation, rank=rank)
 
     def forward(self, x, weight, bias, stride=1, padding=0, output_padding=0, groups=1,
                 dilation=1, rank=None):
