@@ -40,7 +40,6 @@ check only that the array shapes agree; they are private API.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
 
 import os
 
