@@ -688,8 +688,12 @@ class Program:
     # -- looking at it --------------------------------------------------------------------------
 
     def _ref(self, i):
+        """``%name`` for named values, ``%3`` for op results; a name that is not an identifier
+        is quoted (as LLVM does), so an input named "2" cannot be mistaken for result %2."""
         node = self._nodes[i]
-        return f"%{node.name}" if node.name else f"%{i}"
+        if not node.name:
+            return f"%{i}"
+        return f"%{node.name}" if node.name.isidentifier() else f"%{node.name!r}"
 
     @staticmethod
     def _format_attr(value):
@@ -732,6 +736,8 @@ class Program:
         for i in self._live:
             node = self._nodes[i]
             title = node.op.name if node.kind == "op" else (node.name or "const")
+            # names may hold any character: escape the two that end a dot string
+            title = title.replace("\\", "\\\\").replace('"', '\\"')
             label = f"{title}\\n{format_shape(node.shape, node.dtype)}"
             lines.append(f'  n{i} [label="{label}", {style[node.kind]}];')
         for i in self._steps:

@@ -40,7 +40,8 @@ def _as_float64(inputs):
 
 
 def _as_list(value):
-    return list(value) if isinstance(value, tuple) else [value]
+    """The outputs of ``f`` as a list: a tuple or list of outputs, or a single one."""
+    return list(value) if isinstance(value, (tuple, list)) else [value]
 
 
 def _evaluate(f, arrays):

@@ -22,6 +22,10 @@ from graphm.tensor import Tensor, backpropagate, enable_grad, no_grad
 
 __all__ = ["vjp", "jvp", "grad", "value_and_grad"]
 
+# Said whenever f hands back plain values: the usual cause is a transform inside f.
+_NOT_COMPOSABLE = (" (if f calls graphm.grad, vjp or jvp, note that graphm's transforms do not "
+                   "compose: they return NumPy arrays, and there are no higher-order derivatives)")
+
 
 def _as_primal(value, position):
     """A transform's input as an array; Tensors are read (detached), scalars become arrays."""
@@ -43,7 +47,7 @@ def _outputs(result, fname):
         return list(result), lambda arrays: type(result)(arrays)
     raise TypeError(f"{fname}: f must return a graphm Tensor or a tuple of Tensors (compute "
                     f"with graphm.functional, Tensor operators and methods), got "
-                    f"{type(result).__name__}")
+                    f"{type(result).__name__}{_NOT_COMPOSABLE}")
 
 
 def _check_cotangent(value, output, index):
@@ -172,10 +176,12 @@ def value_and_grad(f, argnums=0, has_aux=False):
                     raise TypeError("grad(has_aux=True): f must return (scalar, aux)")
                 result, aux = result
                 aux_box.append(aux)
-            if not isinstance(result, Tensor) or result.data.size != 1:
-                shape = getattr(result, "shape", type(result).__name__)
-                raise TypeError(f"grad: f must return a one-element Tensor (a scalar "
-                                f"loss), got {shape}; use graphm.vjp for other outputs")
+            if not isinstance(result, Tensor):
+                raise TypeError(f"grad: f must return a one-element Tensor (a scalar loss), got "
+                                f"{type(result).__name__}{_NOT_COMPOSABLE}")
+            if result.data.size != 1:
+                raise TypeError(f"grad: f must return a one-element Tensor (a scalar loss), got "
+                                f"shape {result.shape}; use graphm.vjp for other outputs")
             return result
 
         value, vjp_fn = vjp(scalar_part, *args)

@@ -81,10 +81,11 @@ def _check_arrays(op, input, weight, bias, grad_output=None, *, grad_output_need
     return arrays["input"], arrays["weight"], arrays.get("bias"), arrays.get("grad_output")
 
 
-def _as_int(op, name, value, context):
+def _as_int(op, name, value, context, per_axis=True):
     """A Python int from an int-like value (bools and floats are rejected, as in PyTorch)."""
     if isinstance(value, (bool, np.bool_)) or not hasattr(type(value), "__index__"):
-        raise TypeError(f"{op}: {name} must be an int or a tuple of ints, got {value!r} "
+        wanted = "an int or a tuple of ints" if per_axis else "an int"
+        raise TypeError(f"{op}: {name} must be {wanted}, got {value!r} "
                         f"of type {type(value).__name__} ({context})")
     return operator.index(value)
 
@@ -135,7 +136,7 @@ def _check_shapes(op, input, weight, bias, rank, transposed, groups):
         raise ValueError(f"{op}: input must have {rank + 2} dimensions (N, C, *spatial) or "
                          f"{rank + 1} (C, *spatial) for a {rank}-d convolution, got "
                          f"input.ndim={input.ndim} ({context})")
-    groups = _as_int(op, "groups", groups, context)
+    groups = _as_int(op, "groups", groups, context, per_axis=False)
     if groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got groups={groups} ({context})")
     batched = input.ndim == rank + 2
@@ -206,29 +207,33 @@ def _check_output_extent(op, out_spatial, in_spatial, kernel, context):
 # Geometry: the gather map
 # ----------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=16)
 def _gather_map(in_spatial, kernel, stride, pad_low, dilation, out_spatial):
     """gather[k, p]: the flat input position read by kernel tap k at output position p, or -1.
 
     Along one axis, output index ``o`` and tap ``κ`` read input index ``o·s − p_low + κ·d``
     (zero padding where that falls outside ``[0, in)``).  The flat position is the row-major
     combination of the per-axis indices; the map is cached because a training loop asks for the
-    same geometry again and again (it is returned read-only).
+    same geometry again and again (it is returned read-only).  It has (taps x output positions)
+    int32 entries, built axis by axis: an invalid index poisons its entry with -1, and valid
+    flat offsets stay below 2**31 (checked by the caller), so no wider integers are needed.
     """
     rank = len(kernel)
     flat_stride = np.cumprod((1,) + tuple(in_spatial[:0:-1]))[::-1]  # row-major strides
-    offset = np.zeros((1,) * (2 * rank), dtype=np.int64)
-    valid = np.ones((1,) * (2 * rank), dtype=bool)
+    gather = np.zeros((1,) * (2 * rank), dtype=np.int32)
     for axis in range(rank):
-        taps = np.arange(kernel[axis]) * dilation[axis]
-        starts = np.arange(out_spatial[axis]) * stride[axis] - pad_low[axis]
+        taps = np.arange(kernel[axis], dtype=np.int64) * dilation[axis]
+        starts = np.arange(out_spatial[axis], dtype=np.int64) * stride[axis] - pad_low[axis]
         index = taps[:, None] + starts[None, :]                      # (k_axis, out_axis)
+        inside = (index >= 0) & (index < in_spatial[axis])
+        # Per axis: the offset it contributes, or -2**31 outside the input, which keeps the sum
+        # negative whatever the other axes add (valid offsets add up to less than 2**31).
+        contribution = np.where(inside, index * flat_stride[axis], -2 ** 31).astype(np.int64)
         shape = [1] * (2 * rank)
         shape[axis], shape[rank + axis] = kernel[axis], out_spatial[axis]
-        index = index.reshape(shape)
-        offset = offset + index * flat_stride[axis]
-        valid = valid & (index >= 0) & (index < in_spatial[axis])
-    gather = np.where(valid, offset, -1).astype(np.int32)
+        # int64 only while summing; saturating at -2**31 keeps a poisoned entry negative
+        gather = np.maximum(gather + contribution.reshape(shape), -2 ** 31).astype(np.int32)
+    gather = np.maximum(gather, -1)                                 # every poisoned entry -> -1
     gather = np.ascontiguousarray(gather.reshape(math.prod(kernel), math.prod(out_spatial)))
     gather.flags.writeable = False
     return gather
