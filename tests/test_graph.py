@@ -295,3 +295,20 @@ def test_remembered_shape_rules_keep_2_and_2_0_apart():
     for _ in range(2):
         with pytest.raises(ShapeError, match="output size is too small"):
             g.max_pool2d(x, 9)
+
+
+def test_names_that_are_not_identifiers_are_quoted_in_the_printed_program():
+    g = GraphM()
+    a, b = g.input("a", (2,)), g.input("b", (2,))
+    total = a + b                                   # printed as %2
+    clash = g.input("2", (2,))                      # must not print as %2 too
+    text = str(g.compile(total * clash))
+    assert "%'2' = input" in text
+    assert text.count("%2 =") == 1
+
+
+def test_to_dot_escapes_quotes_and_backslashes_in_names():
+    g = GraphM()
+    x = g.input('my "x"\\', (2,))
+    dot = g.compile(x.sum()).to_dot()
+    assert 'label="my \\"x\\"\\\\\\nfloat32[2]"' in dot

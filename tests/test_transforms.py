@@ -182,3 +182,18 @@ def test_dot_product_test_catches_a_vjp_that_disagrees_with_the_jvp():
     assert check_jvp_vjp(f_graphm, (X, W, B))
     with pytest.raises(GradcheckError, match="dot-product test failed"):
         check_jvp_vjp(lambda x: _wrong_exp(x), (np.array([0.1, 0.2]),))
+
+
+def test_checkers_accept_a_list_of_outputs():
+    from graphm.testing import check_jvp_vjp, gradcheck
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    assert gradcheck(lambda a: [a * 2.0, a.sum()], (x,))
+    assert check_jvp_vjp(lambda a: [a * 2.0, a.sum()], (x,))
+
+
+def test_a_transform_inside_f_is_reported_as_not_composable():
+    inner = graphm.grad(lambda x: (x * x).sum())
+    with pytest.raises(TypeError, match="do not compose"):
+        graphm.grad(lambda x: inner(x).sum())(np.ones(3))
+    with pytest.raises(TypeError, match="do not compose"):
+        graphm.jvp(inner, (np.ones(3),), (np.ones(3),))
