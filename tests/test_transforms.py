@@ -185,7 +185,6 @@ def test_dot_product_test_catches_a_vjp_that_disagrees_with_the_jvp():
 
 
 def test_checkers_accept_a_list_of_outputs():
-    from graphm.testing import check_jvp_vjp, gradcheck
     x = np.random.default_rng(0).standard_normal((3, 4))
     assert gradcheck(lambda a: [a * 2.0, a.sum()], (x,))
     assert check_jvp_vjp(lambda a: [a * 2.0, a.sum()], (x,))
