@@ -401,3 +401,15 @@ def test_eager_and_compiled_training_stay_together(kind):
         models.append(model)
     for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_compile_a_model_that_uses_one_layer_twice():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.Tanh(), shared)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    compiled = graphm.compile(model, x)
+    assert isinstance(shared.weight, nn.Parameter)          # the trace put the Parameters back
+    eager = model(graphm.tensor(x)).data
+    np.testing.assert_array_equal(np.asarray(getattr(compiled(graphm.tensor(x)), "data",
+                                                     compiled(graphm.tensor(x)))), eager)
+    assert [name for name, _ in model.named_modules()] == ["", "0", "1"]

@@ -100,7 +100,8 @@ class CompiledModule:
                 y = graph.input("target", *target)
                 program = graph.compile((self.loss(output, y), output))
         finally:
-            for module, key, parameter in swapped:
+            # put the Parameters back, last swap first, whatever happened
+            for module, key, parameter in reversed(swapped):
                 module._parameters[key] = parameter
         return program, output.shape, output.dtype
 

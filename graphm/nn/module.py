@@ -152,11 +152,16 @@ class Module:
         for _, module in self.named_children():
             yield module
 
-    def named_modules(self, prefix=""):
-        """This module and every descendant, with dotted names (``""`` for this one)."""
+    def named_modules(self, prefix="", memo=None):
+        """This module and every descendant, with dotted names (``""`` for this one); a module
+        used in several places is listed once, at its first place (as in PyTorch)."""
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
         yield prefix, self
         for name, module in self.named_children():
-            yield from module.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from module.named_modules(f"{prefix}.{name}" if prefix else name, memo)
 
     def modules(self):
         for _, module in self.named_modules():
