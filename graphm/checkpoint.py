@@ -153,8 +153,15 @@ def save(obj, path, *, architecture=None):
 
 
 def _write_npz(stream, entries):
-    """Write the entries as an uncompressed ``.npz`` (weights hardly compress; speed wins)."""
-    np.savez(stream, **entries)
+    """Write the entries as an uncompressed ``.npz`` (weights hardly compress; speed wins).
+
+    Written member by member rather than with ``np.savez(stream, **entries)``, whose own
+    keyword arguments (``file``, ``allow_pickle``) would swallow state entries of those names.
+    """
+    with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in entries.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _umask():
@@ -187,6 +194,8 @@ def _open(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"graphm.load: no checkpoint at {path!r}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"graphm.load: {path!r} is a directory, not a checkpoint file")
     size = os.path.getsize(path)
     with open(path, "rb") as stream:
         start = stream.read(6)
@@ -214,14 +223,15 @@ def _open(path):
         header_array = _read_entry(npz, _HEADER_KEY, path)
         try:
             header = json.loads(str(header_array[()]))
-        except (ValueError, TypeError, IndexError) as error:
+        except (ValueError, TypeError, IndexError, RecursionError) as error:
             raise CheckpointError(f"graphm.load: {path}: the header is not valid JSON "
                                   f"({error}); the file is damaged") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
             raise CheckpointError(f"graphm.load: {path}: the header does not name the format "
                                   f"'{FORMAT_NAME}'; not a graphm checkpoint")
         version = header.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        if (not isinstance(version, int) or isinstance(version, bool)
+                or version > FORMAT_VERSION or version < 1):
             raise CheckpointError(f"graphm.load: {path} has checkpoint format version "
                                   f"{version!r}; this graphm ({_graphm_version()}) reads "
                                   f"versions 1..{FORMAT_VERSION}: upgrade graphm")
@@ -235,7 +245,8 @@ def _read_entry(npz, key, path):
     """Read one entry; the zip's CRC-32 check turns a flipped bit into an error here."""
     try:
         return npz[key]
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
+            NotImplementedError) as error:  # NotImplementedError: an unknown compression method
         raise CheckpointError(f"graphm.load: {path}: entry '{key}' is damaged ({error}); the "
                               "file is corrupt or was truncated") from None
 
@@ -308,7 +319,14 @@ def load(path, *, architecture=None):
             if difference is not None:
                 raise CheckpointError(f"graphm.load: {os.fspath(path)} holds another architecture "
                                       f"than expected: {difference}")
-        return _decode(header.get("state"), npz, os.fspath(path), "")
+        try:
+            return _decode(header.get("state"), npz, os.fspath(path), "")
+        except (TypeError, ValueError, RecursionError) as error:
+            # a header that parses as JSON but does not describe arrays (a crafted or damaged
+            # file): say so instead of failing somewhere inside NumPy
+            raise CheckpointError(f"graphm.load: {os.fspath(path)}: the header's description "
+                                  f"of the state is malformed ({type(error).__name__}: {error}); "
+                                  "the file is damaged or not written by graphm") from None
 
 
 def _first_difference(stored, expected, where):

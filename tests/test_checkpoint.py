@@ -240,3 +240,16 @@ def test_loading_never_executes_code(tmp_path):
     with pytest.raises(CheckpointError, match="entry 'w' is damaged"):
         graphm.load(path)
     assert not marker.exists()
+
+
+def test_entries_named_like_savez_arguments_round_trip(tmp_path):
+    state = {"allow_pickle": np.arange(3.0), "file": np.ones(2, np.float32)}
+    graphm.save(state, tmp_path / "ck.npz")
+    loaded = graphm.load(tmp_path / "ck.npz")
+    np.testing.assert_array_equal(loaded["allow_pickle"], state["allow_pickle"])
+    np.testing.assert_array_equal(loaded["file"], state["file"])
+
+
+def test_a_directory_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="directory"):
+        graphm.load(tmp_path)
