@@ -183,6 +183,12 @@ def train(args):
                 config[key] = per_model[config["model"]]
     out = args.out or (os.path.dirname(os.path.abspath(args.resume)) if args.resume
                        else "graphm-run")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TrainingError(f"--out {out}: that is a file; give a folder for the checkpoint "
+                            "and the plots")
+    if config["data"] and config["dataset"] != "mnist":
+        raise TrainingError(f"--data {config['data']} is read only with --dataset mnist "
+                            f"(the dataset is {config['dataset']})")
     os.makedirs(out, exist_ok=True)
     checkpoint_path = os.path.join(out, CHECKPOINT_NAME)
     graphm.set_num_threads(args.threads)
@@ -223,7 +229,9 @@ def train(args):
           f"{config['optimizer']} lr={config['lr']}, batch {config['batch_size']}, "
           f"{epochs} epochs, {args.threads} threads, seed {config['seed']}")
 
+    # the last complete checkpoint: the one resumed from until this run writes its own
     saved_epoch = start_epoch if state is not None else None
+    saved_path = args.resume if state is not None else None
     bar = None
     try:
         for epoch in range(start_epoch, epochs):
@@ -237,7 +245,7 @@ def train(args):
                 loss, outputs = runner.train_step(inputs, targets)
                 if not math.isfinite(loss):
                     last = (f"the last complete checkpoint (epoch {saved_epoch}) is "
-                            f"{checkpoint_path}" if saved_epoch else "no checkpoint was written")
+                            f"{saved_path}" if saved_epoch else "no checkpoint was written")
                     raise TrainingError(
                         f"the loss became {loss} at step {step} (epoch {epoch + 1}, batch "
                         f"{batch_index + 1}); training stopped before updating the weights with "
@@ -269,12 +277,12 @@ def train(args):
                          "history": history, "epoch": epoch + 1, "step": step,
                          "normalization": normalization},
                         checkpoint_path, architecture=model.architecture())
-            saved_epoch = epoch + 1
+            saved_epoch, saved_path = epoch + 1, checkpoint_path
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        where = (f"the last complete checkpoint (epoch {saved_epoch}) is {checkpoint_path}; "
-                 f"continue with: graphm train --resume {checkpoint_path}"
+        where = (f"the last complete checkpoint (epoch {saved_epoch}) is {saved_path}; "
+                 f"continue with: graphm train --resume {saved_path}"
                  if saved_epoch else "no epoch was complete, so no checkpoint was written")
         print(f"\ninterrupted: {where}", file=sys.stderr)
         return 130

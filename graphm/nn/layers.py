@@ -280,12 +280,18 @@ class ReLU(_Stateless):
 class Sigmoid(_Stateless):
     """``1 / (1 + exp(-x))`` elementwise."""
 
+    def __init__(self):   # no arguments, as in PyTorch (an unknown one is a TypeError)
+        super().__init__()
+
     def forward(self, input):
         return F.sigmoid(input)
 
 
 class Tanh(_Stateless):
     """``tanh(x)`` elementwise."""
+
+    def __init__(self):
+        super().__init__()
 
     def forward(self, input):
         return F.tanh(input)
