@@ -214,27 +214,34 @@ def _gather_map(in_spatial, kernel, stride, pad_low, dilation, out_spatial):
     Along one axis, output index ``o`` and tap ``κ`` read input index ``o·s − p_low + κ·d``
     (zero padding where that falls outside ``[0, in)``).  The flat position is the row-major
     combination of the per-axis indices; the map is cached because a training loop asks for the
-    same geometry again and again (it is returned read-only).  It has (taps x output positions)
-    int32 entries, built axis by axis: an invalid index poisons its entry with -1, and valid
-    flat offsets stay below 2**31 (checked by the caller), so no wider integers are needed.
+    same geometry again and again (it is returned read-only).
+
+    Each axis contributes ``index · row-major stride`` for an index inside the input and
+    ``-2**31`` outside it, which keeps the sum negative whatever the other axes add (valid
+    offsets add up to less than 2**31, checked by the caller); negative sums become -1.  The
+    sums are formed one first-axis tap at a time, so the int64 scratch stays a fraction of the
+    int32 map.
     """
     rank = len(kernel)
     flat_stride = np.cumprod((1,) + tuple(in_spatial[:0:-1]))[::-1]  # row-major strides
-    gather = np.zeros((1,) * (2 * rank), dtype=np.int32)
+    contributions = []                                                # per axis: (k_axis, out_axis)
     for axis in range(rank):
         taps = np.arange(kernel[axis], dtype=np.int64) * dilation[axis]
         starts = np.arange(out_spatial[axis], dtype=np.int64) * stride[axis] - pad_low[axis]
-        index = taps[:, None] + starts[None, :]                      # (k_axis, out_axis)
+        index = taps[:, None] + starts[None, :]
         inside = (index >= 0) & (index < in_spatial[axis])
-        # Per axis: the offset it contributes, or -2**31 outside the input, which keeps the sum
-        # negative whatever the other axes add (valid offsets add up to less than 2**31).
-        contribution = np.where(inside, index * flat_stride[axis], -2 ** 31).astype(np.int64)
-        shape = [1] * (2 * rank)
-        shape[axis], shape[rank + axis] = kernel[axis], out_spatial[axis]
-        # int64 only while summing; saturating at -2**31 keeps a poisoned entry negative
-        gather = np.maximum(gather + contribution.reshape(shape), -2 ** 31).astype(np.int32)
-    gather = np.maximum(gather, -1)                                 # every poisoned entry -> -1
-    gather = np.ascontiguousarray(gather.reshape(math.prod(kernel), math.prod(out_spatial)))
+        contributions.append(np.where(inside, index * flat_stride[axis], -2 ** 31))
+    rows = math.prod(kernel[1:])                   # taps that share one first-axis tap
+    gather = np.empty((math.prod(kernel), math.prod(out_spatial)), dtype=np.int32)
+    for first in range(kernel[0]):
+        block = np.zeros((1,) * (2 * rank), dtype=np.int64)
+        for axis, contribution in enumerate(contributions):
+            if axis == 0:
+                contribution = contribution[first:first + 1]
+            shape = [1] * (2 * rank)
+            shape[axis], shape[rank + axis] = contribution.shape
+            block = block + contribution.reshape(shape)
+        gather[first * rows:(first + 1) * rows] = np.maximum(block, -1).reshape(rows, -1)
     gather.flags.writeable = False
     return gather
 
