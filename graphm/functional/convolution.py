@@ -24,7 +24,6 @@ then has none either.
 """
 import functools
 import math
-import operator
 
 import numpy as np
 
@@ -32,6 +31,8 @@ from graphm import spec
 from graphm.spec import ConvGradients
 from graphm._config import get_num_threads
 from graphm._kernels import _conv as kernels
+from graphm.functional._checks import (check_arrays, check_output_extent, check_positions,
+                                       check_shapes, conv_padding, per_axis, positive)
 from graphm.functional._dispatch import tensor_aware
 
 __all__ = [
@@ -42,165 +43,7 @@ __all__ = [
 ]
 
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-# ----------------------------------------------------------------------------------------------
-# Argument checking
-# ----------------------------------------------------------------------------------------------
-
-def _float_array(op, name, value, shapes):
-    """``value`` as a float32/float64 ndarray, or a TypeError naming ``name``."""
-    if value is None:
-        raise TypeError(f"{op}: {name} must be an array, got None ({shapes})")
-    array = np.asarray(value)
-    if array.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{op}: {name} must be a float32 or float64 array, got dtype "
-                        f"{array.dtype} with shape {array.shape} ({shapes}); convert it with "
-                        f"{name}.astype(np.float32)")
-    return array
-
-
-def _check_arrays(op, input, weight, bias, grad_output=None, *, grad_output_needed=False):
-    """Turn the array arguments into arrays of one float dtype; returns them in order."""
-    shapes = ", ".join(f"{n} shape {np.shape(v)}" for n, v in
-                       (("input", input), ("weight", weight), ("bias", bias),
-                        ("grad_output", grad_output)) if v is not None)
-    arrays = {"input": _float_array(op, "input", input, shapes),
-              "weight": _float_array(op, "weight", weight, shapes)}
-    if bias is not None:
-        arrays["bias"] = _float_array(op, "bias", bias, shapes)
-    if grad_output_needed:
-        arrays["grad_output"] = _float_array(op, "grad_output", grad_output, shapes)
-    dtype = arrays["input"].dtype
-    for name, array in arrays.items():
-        if array.dtype != dtype:
-            raise TypeError(f"{op}: input is {dtype} but {name} is {array.dtype} ({shapes}); "
-                            f"all arrays must share one dtype: convert with "
-                            f"{name}.astype(np.{dtype})")
-    return arrays["input"], arrays["weight"], arrays.get("bias"), arrays.get("grad_output")
-
-
-def _as_int(op, name, value, context, per_axis=True):
-    """A Python int from an int-like value (bools and floats are rejected, as in PyTorch)."""
-    if isinstance(value, (bool, np.bool_)) or not hasattr(type(value), "__index__"):
-        wanted = "an int or a tuple of ints" if per_axis else "an int"
-        raise TypeError(f"{op}: {name} must be {wanted}, got {value!r} "
-                        f"of type {type(value).__name__} ({context})")
-    return operator.index(value)
-
-
-_LARGEST_PARAMETER = 2 ** 31 - 1  # stride, padding, dilation: the kernels index with these
-
-
-def _per_axis(op, name, value, rank, context):
-    """Expand an int or a length-``rank`` sequence of ints to a tuple of ``rank`` ints."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != rank:
-            raise ValueError(f"{op}: {name}={tuple(value)!r} has {len(value)} entries but the "
-                             f"convolution has {rank} spatial axes ({context}); give one int or "
-                             f"{rank} ints")
-        values = tuple(_as_int(op, name, v, context) for v in value)
-    elif isinstance(value, np.ndarray) and value.ndim == 1:
-        return _per_axis(op, name, value.tolist(), rank, context)
-    else:
-        values = (_as_int(op, name, value, context),) * rank
-    if any(abs(v) > _LARGEST_PARAMETER for v in values):
-        raise ValueError(f"{op}: {name}={values} is too large; each value must be at most "
-                         f"2**31 - 1 ({context})")
-    return values
-
-
-def _positive(op, name, values, context):
-    if any(v <= 0 for v in values):
-        raise ValueError(f"{op}: {name} must be positive on every axis, got {name}={values} "
-                         f"({context})")
-    return values
-
-
-def _check_shapes(op, input, weight, bias, rank, transposed, groups):
-    """Ranks, channels and groups.  Returns (batched, in_channels, out_channels, groups)."""
-    context = (f"input shape {input.shape}, weight shape {weight.shape}"
-               + (f", bias shape {bias.shape}" if bias is not None else ""))
-    layout = ("(in_channels, out_channels/groups, *kernel)" if transposed
-              else "(out_channels, in_channels/groups, *kernel)")
-    if rank is None:
-        if weight.ndim < 3:
-            raise ValueError(f"{op}: weight must have shape {layout} with at least one spatial "
-                             f"axis, got weight.ndim={weight.ndim} ({context})")
-        rank = weight.ndim - 2
-    elif weight.ndim != rank + 2:
-        raise ValueError(f"{op}: weight must have {rank + 2} dimensions {layout} for a "
-                         f"{rank}-d convolution, got weight.ndim={weight.ndim} ({context})")
-    if input.ndim not in (rank + 1, rank + 2):
-        raise ValueError(f"{op}: input must have {rank + 2} dimensions (N, C, *spatial) or "
-                         f"{rank + 1} (C, *spatial) for a {rank}-d convolution, got "
-                         f"input.ndim={input.ndim} ({context})")
-    groups = _as_int(op, "groups", groups, context, per_axis=False)
-    if groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got groups={groups} ({context})")
-    batched = input.ndim == rank + 2
-    in_channels = input.shape[1 if batched else 0]
-    kernel = weight.shape[2:]
-    if in_channels == 0:
-        raise ValueError(f"{op}: input has 0 channels (in_channels must be >= 1) ({context})")
-    if weight.shape[0] == 0 or weight.shape[1] == 0:
-        raise ValueError(f"{op}: weight has a channel axis of extent 0, weight shape "
-                         f"{weight.shape} ({context})")
-    if any(k == 0 for k in kernel):
-        raise ValueError(f"{op}: the kernel extents weight.shape[2:]={kernel} must all be >= 1 "
-                         f"({context})")
-    if transposed:
-        if weight.shape[0] != in_channels:
-            raise ValueError(f"{op}: input has {in_channels} channels but weight.shape[0]="
-                             f"{weight.shape[0]}; a transposed convolution's weight is {layout} "
-                             f"({context})")
-        if in_channels % groups:
-            raise ValueError(f"{op}: groups={groups} does not divide the {in_channels} input "
-                             f"channels ({context})")
-        out_channels = weight.shape[1] * groups
-    else:
-        if in_channels != weight.shape[1] * groups:
-            raise ValueError(f"{op}: input has {in_channels} channels but weight expects "
-                             f"weight.shape[1] * groups = {weight.shape[1]} * {groups} = "
-                             f"{weight.shape[1] * groups} ({context})")
-        if weight.shape[0] % groups:
-            raise ValueError(f"{op}: groups={groups} does not divide the {weight.shape[0]} "
-                             f"output channels weight.shape[0] ({context})")
-        out_channels = weight.shape[0]
-    if bias is not None and (bias.ndim != 1 or bias.shape[0] != out_channels):
-        raise ValueError(f"{op}: bias must have shape ({out_channels},), one value per output "
-                         f"channel, got bias shape {bias.shape} ({context})")
-    return rank, batched, in_channels, out_channels, groups, context
-
-
-def _conv_padding(op, padding, kernel, stride, dilation, context):
-    """Per-axis (low, high) zero padding for conv: ints, 'valid' or 'same' (as PyTorch)."""
-    rank = len(kernel)
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * rank, (0,) * rank
-        if padding == "same":
-            if any(s != 1 for s in stride):
-                raise ValueError(f"{op}: padding='same' is not supported for strided "
-                                 f"convolutions (stride={stride}); use an int padding "
-                                 f"({context})")
-            return spec.same_padding(kernel, dilation)   # asymmetric for even kernels
-        raise ValueError(f"{op}: padding={padding!r} is not a valid padding string; use "
-                         f"'valid', 'same', an int or a tuple of {rank} ints ({context})")
-    pad = _per_axis(op, "padding", padding, rank, context)
-    if any(p < 0 for p in pad):
-        raise ValueError(f"{op}: padding must be >= 0 on every axis, got padding={pad} "
-                         f"({context})")
-    return pad, pad
-
-
-def _check_output_extent(op, out_spatial, in_spatial, kernel, context):
-    if any(o < 1 for o in out_spatial):
-        raise ValueError(f"{op}: the output would have spatial shape {tuple(out_spatial)} "
-                         f"(from input spatial shape {tuple(in_spatial)} and kernel "
-                         f"{tuple(kernel)}); every extent must be >= 1: the input is too small "
-                         f"for this kernel, dilation and padding ({context})")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,36 +89,27 @@ def _gather_map(in_spatial, kernel, stride, pad_low, dilation, out_spatial):
     return gather
 
 
-def _check_positions(op, what, spatial, context):
-    """The kernels address one channel with 32-bit offsets: fewer than 2**31 positions each."""
-    if math.prod(spatial) >= 2 ** 31:
-        raise ValueError(f"{op}: the {what} would have spatial shape {tuple(spatial)}, "
-                         f"{math.prod(spatial)} positions per channel; graphm supports fewer "
-                         f"than 2**31 (check stride, padding, dilation and output_padding) "
-                         f"({context})")
-
-
 class _Problem:
     """One convolution, checked, in the kernels' terms: ``(N, C, positions)`` arrays and a map."""
 
     def __init__(self, op, input, weight, bias, stride, padding, dilation, groups, rank,
                  transposed, output_padding=0, grad_output=None, grad_output_needed=False):
-        input, weight, bias, grad_output = _check_arrays(
+        input, weight, bias, grad_output = check_arrays(
             op, input, weight, bias, grad_output, grad_output_needed=grad_output_needed)
-        rank, batched, in_channels, out_channels, groups, context = _check_shapes(
+        rank, batched, in_channels, out_channels, groups, context = check_shapes(
             op, input, weight, bias, rank, transposed, groups)
         kernel = tuple(weight.shape[2:])
         in_spatial = tuple(input.shape[-rank:])
-        stride = _positive(op, "stride", _per_axis(op, "stride", stride, rank, context), context)
-        dilation = _positive(op, "dilation", _per_axis(op, "dilation", dilation, rank, context),
+        stride = positive(op, "stride", per_axis(op, "stride", stride, rank, context), context)
+        dilation = positive(op, "dilation", per_axis(op, "dilation", dilation, rank, context),
                              context)
         if transposed:
             if isinstance(padding, str):
                 raise ValueError(f"{op}: padding={padding!r}: a transposed convolution takes "
                                  f"an int or a tuple of {rank} ints, not a string (as in "
                                  f"PyTorch) ({context})")
-            pad_low, pad_high = _conv_padding(op, padding, kernel, stride, dilation, context)
-            output_padding = _per_axis(op, "output_padding", output_padding, rank, context)
+            pad_low, pad_high = conv_padding(op, padding, kernel, stride, dilation, context)
+            output_padding = per_axis(op, "output_padding", output_padding, rank, context)
             for op_a, s, d in zip(output_padding, stride, dilation):
                 if op_a < 0 or op_a >= max(s, d):
                     raise ValueError(
@@ -284,19 +118,19 @@ class _Problem:
                         f"{dilation}) ({context})")
             out_spatial = spec.conv_transpose_out_spatial(in_spatial, kernel, stride, pad_low,
                                                           output_padding, dilation)
-            _check_output_extent(op, out_spatial, in_spatial, kernel, context)
+            check_output_extent(op, out_spatial, in_spatial, kernel, context)
             # The adjoint convolution reads the transposed output and writes the transposed
             # input: its "input" has out_spatial positions, its "output" in_spatial ones.
-            _check_positions(op, "output", out_spatial, context)
+            check_positions(op, "output", out_spatial, context)
             self.geometry = (tuple(out_spatial), kernel, stride, pad_low, dilation, in_spatial)
         else:
-            pad_low, pad_high = _conv_padding(op, padding, kernel, stride, dilation, context)
+            pad_low, pad_high = conv_padding(op, padding, kernel, stride, dilation, context)
             # spec's formula with the padding folded into the extent ('same' may be asymmetric)
             padded = tuple(i + lo + hi for i, lo, hi in zip(in_spatial, pad_low, pad_high))
             out_spatial = spec.conv_out_spatial(padded, kernel, stride, 0, dilation)
-            _check_output_extent(op, out_spatial, in_spatial, kernel, context)
-            _check_positions(op, "input", in_spatial, context)
-            _check_positions(op, "output", out_spatial, context)
+            check_output_extent(op, out_spatial, in_spatial, kernel, context)
+            check_positions(op, "input", in_spatial, context)
+            check_positions(op, "output", out_spatial, context)
             self.geometry = (in_spatial, kernel, stride, pad_low, dilation, tuple(out_spatial))
         self.op, self.context, self.groups, self.batched = op, context, groups, batched
         self.dtype = input.dtype

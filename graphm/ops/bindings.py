@@ -13,7 +13,7 @@ import functools
 import inspect
 import warnings
 
-from graphm.functional import nn as Fnn
+from graphm.functional._checks import legacy_reduction, softmax_dim
 from graphm.ops.activation import relu, sigmoid, softplus, tanh
 from graphm.ops.conv import conv, conv_transpose
 from graphm.ops.nn import cross_entropy, linear, log_softmax, mse_loss, nll_loss, softmax
@@ -112,7 +112,7 @@ def _softmax(name, input, dim, _stacklevel, dtype):
         raise NotImplementedError(f"{name}(dtype=...) on a Tensor: graphm has no cast op; "
                                   "convert the data before making the Tensor")
     if dim is None:
-        dim = Fnn._softmax_dim(name, input.ndim, None)
+        dim = softmax_dim(name, input.ndim, None)
     return (softmax if name == "softmax" else log_softmax), (input,), dict(dim=dim)
 
 
@@ -124,7 +124,7 @@ def _linear(name, input, weight, bias):
 @_binding("cross_entropy")
 def _cross_entropy(name, input, target, weight, size_average, ignore_index, reduce, reduction,
                    label_smoothing):
-    reduction = Fnn._legacy_reduction(name, size_average, reduce, reduction)
+    reduction = legacy_reduction(name, size_average, reduce, reduction)
     attrs = dict(ignore_index=ignore_index, reduction=reduction,
                  label_smoothing=label_smoothing)
     return cross_entropy, (input, target, weight), attrs
@@ -132,14 +132,14 @@ def _cross_entropy(name, input, target, weight, size_average, ignore_index, redu
 
 @_binding("nll_loss")
 def _nll_loss(name, input, target, weight, size_average, ignore_index, reduce, reduction):
-    reduction = Fnn._legacy_reduction(name, size_average, reduce, reduction)
+    reduction = legacy_reduction(name, size_average, reduce, reduction)
     return nll_loss, (input, target, weight), dict(ignore_index=ignore_index,
                                                    reduction=reduction)
 
 
 @_binding("mse_loss")
 def _mse_loss(name, input, target, size_average, reduce, reduction, weight):
-    reduction = Fnn._legacy_reduction(name, size_average, reduce, reduction)
+    reduction = legacy_reduction(name, size_average, reduce, reduction)
     target_shape = tuple(getattr(target, "shape", ()))
     if target_shape != tuple(input.shape):
         warnings.warn(f"Using a target size ({target_shape}) that is different to the "

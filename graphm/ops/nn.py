@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from graphm import functional as F
-from graphm.functional import nn as Fnn
+from graphm.functional import linear_layer as Flinear, loss as Floss
+from graphm.functional._checks import normalize_dim
 from graphm.ops.base import FLOAT_DTYPES, Op, ShapeError, broadcast_shape, register, unbroadcast
 
 __all__ = ["linear", "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss"]
@@ -31,14 +32,14 @@ class Linear(Op):
     optional = ("bias",)
 
     def shape(self, x, weight, bias):
-        return Fnn._linear_shape(x, weight, bias)
+        return Flinear._linear_shape(x, weight, bias)
 
     def forward(self, x, weight, bias):
         return F.linear(x, weight, bias), (x, weight, bias is not None)
 
     def vjp(self, residuals, g):
         x, weight, has_bias = residuals
-        grads = Fnn.linear_backward(g, x, weight)
+        grads = Flinear.linear_backward(g, x, weight)
         return grads.grad_input, grads.grad_weight, grads.grad_bias if has_bias else None
 
     def jvp(self, primals, tangents):
@@ -63,7 +64,7 @@ class Softmax(Op):
     name = "softmax"
 
     def shape(self, x, dim):
-        Fnn._normalize_dim("softmax", dim, len(x))
+        normalize_dim("softmax", dim, len(x))
         return x
 
     def forward(self, x, dim):
@@ -92,7 +93,7 @@ class LogSoftmax(Op):
     name = "log_softmax"
 
     def shape(self, x, dim):
-        Fnn._normalize_dim("log_softmax", dim, len(x))
+        normalize_dim("log_softmax", dim, len(x))
         return x
 
     def forward(self, x, dim):
@@ -112,7 +113,7 @@ log_softmax = register(LogSoftmax())
 
 # ------------------------------------------------------------------------------------------------
 # Classification losses. Both are L_i = -sum_c q_ic * l_ic against a fixed target distribution q
-# (graphm.functional.nn.class_targets): for cross_entropy l = log_softmax(z), for nll_loss l = z.
+# (graphm.functional.loss.class_targets): for cross_entropy l = log_softmax(z), for nll_loss l = z.
 # The reduction then scales each row: by 1/divisor ('mean'), 1 ('sum') or the row's own ḡ ('none').
 # ------------------------------------------------------------------------------------------------
 
@@ -189,10 +190,10 @@ class CrossEntropy(_ClassificationLoss):
 
     def forward(self, x, target, weight, ignore_index=-100, reduction="mean",
                 label_smoothing=0.0):
-        scores, q, divisor = Fnn.class_targets(self.name, x, target, weight, ignore_index,
+        scores, q, divisor = Floss.class_targets(self.name, x, target, weight, ignore_index,
                                                label_smoothing)
         log_p = F.log_softmax(scores, 1)
-        loss = Fnn.reduce_rows(-(q * log_p).sum(axis=1), reduction, divisor, target.shape)
+        loss = Floss.reduce_rows(-(q * log_p).sum(axis=1), reduction, divisor, target.shape)
         return loss, (log_p, q, divisor, x.shape)
 
     @staticmethod
@@ -209,7 +210,7 @@ class CrossEntropy(_ClassificationLoss):
         loss, (log_p, q, divisor, _) = self.forward(x, target, weight, ignore_index, reduction,
                                                     label_smoothing)
         rows = (self._slope(log_p, q) * _rows(dx)).sum(axis=1)
-        return loss, Fnn.reduce_rows(rows, reduction, divisor, target.shape)
+        return loss, Floss.reduce_rows(rows, reduction, divisor, target.shape)
 
 
 cross_entropy = register(CrossEntropy())
@@ -228,8 +229,8 @@ class NllLoss(_ClassificationLoss):
         return super().shape(x, target, weight, ignore_index, reduction)
 
     def forward(self, x, target, weight, ignore_index=-100, reduction="mean"):
-        scores, q, divisor = Fnn.class_targets(self.name, x, target, weight, ignore_index)
-        loss = Fnn.reduce_rows(-(q * scores).sum(axis=1), reduction, divisor, target.shape)
+        scores, q, divisor = Floss.class_targets(self.name, x, target, weight, ignore_index)
+        loss = Floss.reduce_rows(-(q * scores).sum(axis=1), reduction, divisor, target.shape)
         return loss, (q, divisor, x.shape)
 
     def vjp(self, residuals, g, ignore_index=-100, reduction="mean"):
@@ -240,7 +241,7 @@ class NllLoss(_ClassificationLoss):
         (x, target, weight), (dx, _, _) = primals, tangents
         loss, (q, divisor, _) = self.forward(x, target, weight, ignore_index, reduction)
         rows = -(q * _rows(dx)).sum(axis=1)
-        return loss, Fnn.reduce_rows(rows, reduction, divisor, target.shape)
+        return loss, Floss.reduce_rows(rows, reduction, divisor, target.shape)
 
 
 nll_loss = register(NllLoss())

@@ -1,6 +1,6 @@
 """Pooling: max_pool and avg_pool over 1, 2 or 3 spatial axes (``dims``).
 
-Both are built in graphm.functional.nn from one idea: a pooling window of size k visits
+Both are built in graphm.functional.pooling from one idea: a pooling window of size k visits
 ``prod(k)`` kernel offsets, and each offset reads one strided slice of the padded input. The
 derivatives follow from that picture:
 
@@ -13,7 +13,7 @@ derivatives follow from that picture:
 """
 from __future__ import annotations
 
-from graphm.functional import nn as Fnn
+from graphm.functional import pooling as Fpool
 from graphm.ops.base import Op, register
 
 __all__ = ["max_pool", "avg_pool"]
@@ -37,25 +37,25 @@ class MaxPool(Op):
     name = "max_pool"
 
     def shape(self, x, dims, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-        geometry = Fnn.pool_geometry(f"max_pool{dims}d", x, dims, kernel_size, stride, padding,
+        geometry = Fpool.pool_geometry(f"max_pool{dims}d", x, dims, kernel_size, stride, padding,
                                      dilation, ceil_mode)
         return _batch_shape(x, geometry)
 
     def forward(self, x, dims, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-        y, winners, geometry = Fnn.max_pool_with_indices(
+        y, winners, geometry = Fpool.max_pool_with_indices(
             f"max_pool{dims}d", x, dims, kernel_size, stride, padding, dilation, ceil_mode)
         return y, (winners, x.shape, geometry)
 
     def vjp(self, residuals, g, dims, **attrs):
         winners, x_shape, geometry = residuals
-        return (Fnn.max_pool_backward(g, winners, x_shape, geometry),)
+        return (Fpool.max_pool_backward(g, winners, x_shape, geometry),)
 
     def jvp(self, primals, tangents, dims, kernel_size, stride=None, padding=0, dilation=1,
             ceil_mode=False):
-        y, winners, _ = Fnn.max_pool_with_indices(f"max_pool{dims}d", primals[0], dims,
+        y, winners, _ = Fpool.max_pool_with_indices(f"max_pool{dims}d", primals[0], dims,
                                                   kernel_size, stride, padding, dilation,
                                                   ceil_mode)
-        return y, Fnn.max_pool_gather(tangents[0], winners, dims)
+        return y, Fpool.max_pool_gather(tangents[0], winners, dims)
 
 
 max_pool = register(MaxPool())
@@ -73,23 +73,23 @@ class AvgPool(Op):
 
     def shape(self, x, dims, kernel_size, stride=None, padding=0, ceil_mode=False,
               count_include_pad=True, divisor_override=None):
-        geometry = Fnn.avg_pool_geometry(f"avg_pool{dims}d", x, dims, kernel_size, stride,
+        geometry = Fpool.avg_pool_geometry(f"avg_pool{dims}d", x, dims, kernel_size, stride,
                                          padding, ceil_mode, divisor_override)
         return _batch_shape(x, geometry)
 
     def forward(self, x, dims, kernel_size, stride=None, padding=0, ceil_mode=False,
                 count_include_pad=True, divisor_override=None):
         name = f"avg_pool{dims}d"
-        y = Fnn.avg_pool(name, x, dims, kernel_size, stride, padding, ceil_mode,
+        y = Fpool.avg_pool(name, x, dims, kernel_size, stride, padding, ceil_mode,
                          count_include_pad, divisor_override)
-        geometry = Fnn.avg_pool_geometry(name, x.shape, dims, kernel_size, stride, padding,
+        geometry = Fpool.avg_pool_geometry(name, x.shape, dims, kernel_size, stride, padding,
                                          ceil_mode, divisor_override)
         return y, (x.shape, geometry)
 
     def vjp(self, residuals, g, dims, kernel_size, stride=None, padding=0, ceil_mode=False,
             count_include_pad=True, divisor_override=None):
         x_shape, geometry = residuals
-        return (Fnn.avg_pool_backward(g, x_shape, geometry, count_include_pad,
+        return (Fpool.avg_pool_backward(g, x_shape, geometry, count_include_pad,
                                       divisor_override),)
 
     def jvp(self, primals, tangents, dims, **attrs):
