@@ -230,9 +230,25 @@ def check_shapes(op, input, weight, bias, rank, transposed, groups):
     return rank, batched, in_channels, out_channels, groups, context
 
 
+def _is_pair(value):
+    return isinstance(value, (tuple, list)) and len(value) == 2
+
+
 def conv_padding(op, padding, kernel, stride, dilation, context):
-    """Per-axis (low, high) zero padding for conv: ints, 'valid' or 'same' (as PyTorch)."""
+    """Per-axis (low, high) zero padding: ints, 'valid' or 'same' (as PyTorch), or one
+    ``(low, high)`` pair per axis (as JAX's ``lax.conv_general_dilated``)."""
     rank = len(kernel)
+    if isinstance(padding, (tuple, list)) and padding and all(_is_pair(p) for p in padding):
+        if len(padding) != rank:
+            raise ValueError(f"{op}: padding={tuple(map(tuple, padding))!r} has {len(padding)} "
+                             f"(low, high) pairs but the convolution has {rank} spatial axes "
+                             f"({context})")
+        low = per_axis(op, "padding", [p[0] for p in padding], rank, context)
+        high = per_axis(op, "padding", [p[1] for p in padding], rank, context)
+        if any(p < 0 for p in low + high):
+            raise ValueError(f"{op}: padding must be >= 0 on every axis, got padding="
+                             f"{tuple(zip(low, high))} ({context})")
+        return low, high
     if isinstance(padding, str):
         if padding == "valid":
             return (0,) * rank, (0,) * rank
@@ -243,7 +259,8 @@ def conv_padding(op, padding, kernel, stride, dilation, context):
                                  f"({context})")
             return spec.same_padding(kernel, dilation)   # asymmetric for even kernels
         raise ValueError(f"{op}: padding={padding!r} is not a valid padding string; use "
-                         f"'valid', 'same', an int or a tuple of {rank} ints ({context})")
+                         f"'valid', 'same', an int, a tuple of {rank} ints or {rank} "
+                         f"(low, high) pairs ({context})")
     pad = per_axis(op, "padding", padding, rank, context)
     if any(p < 0 for p in pad):
         raise ValueError(f"{op}: padding must be >= 0 on every axis, got padding={pad} "

@@ -38,7 +38,7 @@ from graphm.functional._dispatch import tensor_aware
 __all__ = [
     "ConvGradients", "conv", "conv1d", "conv2d", "conv3d",
     "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-    "conv_backward", "conv_transpose_backward", "conv_output_shape",
+    "conv_backward", "conv_transpose_backward", "conv_weight_grad", "conv_output_shape",
     "conv_transpose_output_shape",
 ]
 
@@ -93,7 +93,8 @@ class _Problem:
     """One convolution, checked, in the kernels' terms: ``(N, C, positions)`` arrays and a map."""
 
     def __init__(self, op, input, weight, bias, stride, padding, dilation, groups, rank,
-                 transposed, output_padding=0, grad_output=None, grad_output_needed=False):
+                 transposed, output_padding=0, grad_output=None, grad_output_needed=False,
+                 cropped_output=False):
         input, weight, bias, grad_output = check_arrays(
             op, input, weight, bias, grad_output, grad_output_needed=grad_output_needed)
         rank, batched, in_channels, out_channels, groups, context = check_shapes(
@@ -116,8 +117,10 @@ class _Problem:
                         f"{op}: output_padding={output_padding} must be >= 0 and smaller than "
                         f"max(stride, dilation) on each axis (stride={stride}, dilation="
                         f"{dilation}) ({context})")
-            out_spatial = spec.conv_transpose_out_spatial(in_spatial, kernel, stride, pad_low,
-                                                          output_padding, dilation)
+            # spec's formula without padding, then each axis cropped by its (low, high) pair
+            out_spatial = tuple(
+                n - lo - hi for n, lo, hi in zip(spec.conv_transpose_out_spatial(
+                    in_spatial, kernel, stride, 0, output_padding, dilation), pad_low, pad_high))
             check_output_extent(op, out_spatial, in_spatial, kernel, context)
             # The adjoint convolution reads the transposed output and writes the transposed
             # input: its "input" has out_spatial positions, its "output" in_spatial ones.
@@ -129,6 +132,18 @@ class _Problem:
             padded = tuple(i + lo + hi for i, lo, hi in zip(in_spatial, pad_low, pad_high))
             out_spatial = spec.conv_out_spatial(padded, kernel, stride, 0, dilation)
             check_output_extent(op, out_spatial, in_spatial, kernel, context)
+            if cropped_output:
+                # conv_weight_grad: the output is grad_output's, which may stop short of the
+                # full output at the high end of an axis (the last outputs cropped away)
+                given = grad_output.shape[2:] if batched else grad_output.shape[1:]
+                if (grad_output.ndim != input.ndim or len(given) != rank
+                        or any(not 1 <= g <= o for g, o in zip(given, out_spatial))):
+                    full = self._shape_with(input, batched, out_channels, out_spatial)
+                    raise ValueError(
+                        f"{op}: grad_output must have shape {full} or be cropped at the high end of its spatial axes (each extent "
+                        f"between 1 and the full one), got grad_output shape "
+                        f"{grad_output.shape} ({context})")
+                out_spatial = tuple(given)
             check_positions(op, "input", in_spatial, context)
             check_positions(op, "output", out_spatial, context)
             self.geometry = (in_spatial, kernel, stride, pad_low, dilation, tuple(out_spatial))
@@ -144,6 +159,10 @@ class _Problem:
             if grad_output.shape != expected:
                 raise ValueError(f"{op}: grad_output must have the output's shape {expected}, "
                                  f"got grad_output shape {grad_output.shape} ({context})")
+
+    @staticmethod
+    def _shape_with(input, batched, channels, spatial):
+        return ((input.shape[0],) if batched else ()) + (channels,) + tuple(spatial)
 
     # The kernels' views are made on first use only, so that a shape query copies nothing.
 
@@ -328,6 +347,70 @@ def conv_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, g
     kernels.bias_grad(problem.grad_output3, grad_bias, threads)
     return ConvGradients(problem.unflat(grad_input, problem.in_channels, problem.in_spatial),
                      grad_weight.reshape(problem.weight_shape), grad_bias)
+
+
+def _weight_shape(op, weight_shape, input):
+    """``weight_shape`` as a tuple of positive ints (conv_weight_grad gets a shape, not a weight)."""
+    if isinstance(weight_shape, np.ndarray) or not isinstance(weight_shape, (tuple, list)):
+        raise TypeError(f"{op}: weight_shape must be a tuple of ints (the weight's shape), got "
+                        f"{weight_shape!r} of type {type(weight_shape).__name__} (input shape "
+                        f"{np.shape(input)})")
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)) and n >= 1
+               for n in weight_shape):
+        raise ValueError(f"{op}: weight_shape must hold positive ints, got {tuple(weight_shape)!r}"
+                         f" (input shape {np.shape(input)})")
+    return tuple(int(n) for n in weight_shape)
+
+
+@tensor_aware
+def conv_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
+                     groups=1):
+    r"""The gradient of :func:`conv` with respect to its weight: graphm's kernel :math:`K_w`.
+
+    As ``torch.nn.grad.conv{1,2,3}d_weight``: correlate each input window with the gradient at
+    its output position and sum over the batch and the positions,
+
+    .. math::
+
+        K_w(x, g)[o, c, \boldsymbol\kappa] = \sum_{n, \mathbf i} g[n, o, \mathbf i]\;
+            x[n,\, g(o)\,C_{in}/G + c,\; \mathbf{i}\odot\mathbf{s} - \mathbf{p} +
+              \boldsymbol\kappa\odot\mathbf{d}]
+
+    (``x`` zero outside its extent). It is *bilinear* in ``(input, grad_output)``, and its
+    derivatives are again convolutions (see :mod:`graphm.ops.conv`):
+    :math:`\langle K_w(x, g), \bar W\rangle = \langle g, \mathrm{conv}(x, \bar W)\rangle
+    = \langle x, \mathrm{conv\_transpose}(g, \bar W)\rangle`.
+
+    Parameters
+    ----------
+    input : ndarray, float32 or float64
+        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``, as given to :func:`conv`.
+    weight_shape : tuple of int
+        ``(C_out, C_in / groups, *kernel)``: the shape of the weight (the kernel extents cannot
+        be told from the other shapes when the stride is above 1).
+    grad_output : ndarray
+        ``(N, C_out, *out_spatial)``, the shape of ``conv(input, weight, ...)``. An axis may
+        also stop short of the full output at its high end: the weight gradient of a
+        convolution whose last outputs are cropped away (the adjoint of a transposed
+        convolution with ``output_padding`` needs this).
+    stride, padding, dilation, groups
+        As given to :func:`conv` (``padding`` may also be one ``(low, high)`` pair per axis).
+
+    Returns
+    -------
+    ndarray
+        Of shape ``weight_shape`` and the input's dtype.
+    """
+    op = "conv_weight_grad"
+    stand_in = _stand_in(_weight_shape(op, weight_shape, input), np.asarray(input).dtype)
+    problem = _Problem(op, input, stand_in, None, stride, padding, dilation, groups, None,
+                       transposed=False, grad_output=grad_output, grad_output_needed=True,
+                       cropped_output=True)
+    shape = problem.weight_shape
+    grad_weight = np.empty((shape[0], math.prod(shape[1:])), dtype=problem.dtype)
+    kernels.conv_weight_grad(problem.input3, problem.grad_output3, problem.gather,
+                             problem.groups, grad_weight, get_num_threads())
+    return grad_weight.reshape(problem.weight_shape)
 
 
 # ----------------------------------------------------------------------------------------------
