@@ -18,7 +18,7 @@ from graphm import spec, functional
 from graphm.ops import ShapeError
 from graphm.tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from graphm.graph import GraphM
-from graphm.transforms import grad, jvp, value_and_grad, vjp
+from graphm.transforms import grad, hessian, jacfwd, jacrev, jvp, value_and_grad, vjp
 from graphm import testing
 from graphm._random import manual_seed
 from graphm.checkpoint import load, save

@@ -110,12 +110,34 @@ class Node:
     """
 
     __slots__ = ("op", "attrs", "parents", "residuals", "shape", "dtype", "freed", "retained",
-                 "__weakref__")
+                 "saved", "__weakref__")
 
-    def __init__(self, op, attrs, parents, residuals, shape, dtype):
+    def __init__(self, op, attrs, parents, residuals, shape, dtype, saved=None):
         self.op, self.attrs, self.parents, self.residuals = op, attrs, parents, residuals
         self.shape, self.dtype = shape, dtype
         self.freed, self.retained = False, None
+        self.saved = saved
+
+    def residuals_as_tensors(self):
+        """The residuals, with each one that *is* an input or the output of the op rebuilt as a
+        Tensor linked to the tape (PyTorch's saved tensors): a rule run on them is recorded, and
+        the gradient it computes can be differentiated again. Other residuals (shapes, masks,
+        winners, constants) stay as they are."""
+        if self.saved is None:
+            return self.residuals
+        single = not isinstance(self.residuals, tuple)
+        items = [self.residuals] if single else list(self.residuals)
+        for position, source in self.saved:
+            array = items[position]
+            if source == "out":
+                items[position] = Tensor._wrap(array, self)
+            else:
+                parent = self.parents[source]
+                if isinstance(parent, Tensor):            # a leaf: the Tensor itself
+                    items[position] = parent
+                elif parent is not None:                  # made by an op: same values, same node
+                    items[position] = Tensor._wrap(array, parent)
+        return items[0] if single else tuple(items)
 
     def free(self):
         """Drop the residuals and the links (``backward`` without ``retain_graph``)."""
@@ -127,10 +149,11 @@ def _vertex(tensor):
     return tensor._node if tensor._node is not None else tensor
 
 
-def _topological_order(roots):
+def _topological_order(roots, stops=()):
     """Every Node and leaf reachable from ``roots``, each listed after all its parents.
 
     An explicit stack instead of recursion: a long chain of ops must not hit Python's limit.
+    Vertices whose id is in ``stops`` are listed but not expanded.
     """
     order, visited = [], set()
     stack = [(root, False) for root in roots]
@@ -143,13 +166,14 @@ def _topological_order(roots):
             continue
         visited.add(id(vertex))
         stack.append((vertex, True))
-        if isinstance(vertex, Node):
+        if isinstance(vertex, Node) and id(vertex) not in stops:
             stack.extend((parent, False) for parent in vertex.parents
                          if parent is not None and id(parent) not in visited)
     return order
 
 
-def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt=()):
+def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt=(),
+                  create_graph=False):
     """Reverse-mode sweep over the tape from ``roots`` seeded with ``cotangents``.
 
     Parameters
@@ -165,19 +189,34 @@ def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt
         ``Tensor.backward`` does; ``graphm.vjp`` sweeps without touching ``.grad``.
     wrt : sequence of Tensor
         Tensors whose total cotangent to return.
+    create_graph : bool
+        Run every op's ``vjp`` rule on Tensors (the cotangents and the op's saved inputs and
+        output), with recording on: the gradients are then Tensors on the tape themselves, and
+        can be differentiated again (double backward). Otherwise the rules run on arrays.
 
     Returns
     -------
     list
         For each Tensor in ``wrt``, its cotangent (None if the roots do not depend on it).
     """
+    if create_graph:
+        with enable_grad():
+            return _backpropagate(roots, [c if isinstance(c, Tensor) else Tensor._wrap(c)
+                                          for c in cotangents], retain_graph, accumulate, wrt,
+                                  True)
+    return _backpropagate(roots, cotangents, retain_graph, accumulate, wrt, False)
+
+
+def _backpropagate(roots, cotangents, retain_graph, accumulate, wrt, create_graph):
     pending = {}                                    # id(vertex) -> cotangent summed so far
     vertices = [_vertex(root) for root in roots]
     for vertex, cotangent in zip(vertices, cotangents):
         key = id(vertex)
         pending[key] = pending[key] + cotangent if key in pending else cotangent
     wanted = {id(_vertex(t)): None for t in wrt}
-    for vertex in reversed(_topological_order(vertices)):
+    # Only the gradients of ``wrt`` are asked for: nothing upstream of them can contribute.
+    stops = wanted if not accumulate else ()
+    for vertex in reversed(_topological_order(vertices, stops)):
         g = pending.pop(id(vertex), None)
         if g is None:
             continue
@@ -195,11 +234,24 @@ def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt
                 "to sweep it again.")
         if accumulate and node.retained is not None and node.retained() is not None:
             _accumulate(node.retained(), g)
-        grads = node.op.vjp(node.residuals, g, **node.attrs)
+        if id(node) in stops:
+            continue
+        if create_graph:
+            if not node.op.higher_order:
+                raise NotImplementedError(
+                    f"create_graph=True: the vjp rule of op '{node.op.name}' is not yet written "
+                    "in graphm ops, so its gradient cannot be differentiated again")
+            grads = node.op.vjp(node.residuals_as_tensors(), g, **node.attrs)
+        else:
+            grads = node.op.vjp(node.residuals, g, **node.attrs)
         for parent, grad in zip(node.parents, grads):
             if parent is None or grad is None:
                 continue
-            grad = np.asarray(grad)
+            if create_graph:
+                if not isinstance(grad, Tensor):
+                    grad = Tensor._wrap(np.asarray(grad))
+            else:
+                grad = np.asarray(grad)
             if grad.shape != parent.shape:      # a rule bug, never the user's fault
                 raise RuntimeError(f"{node.op.name}: vjp returned a gradient of shape "
                                    f"{grad.shape} for an input of shape {parent.shape}")
@@ -211,7 +263,11 @@ def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt
 
 
 def _accumulate(tensor, g):
-    """``tensor.grad += g``, as a new writable array of the Tensor's dtype (PyTorch's rule)."""
+    """``tensor.grad += g``, as a new writable array of the Tensor's dtype (PyTorch's rule); a
+    Tensor (on the tape) when the sweep was ``create_graph=True``."""
+    if isinstance(g, Tensor):
+        tensor.grad = g if tensor.grad is None else g + tensor.grad
+        return
     tensor.grad = np.array(g, dtype=tensor.dtype) if tensor.grad is None else tensor.grad + g
 
 
@@ -395,7 +451,7 @@ class Tensor:
 
     # -- reverse mode -------------------------------------------------------------------------
 
-    def backward(self, gradient=None, retain_graph=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Add the gradient of this Tensor w.r.t. every leaf into the leaves' ``.grad``.
 
         Parameters
@@ -403,9 +459,15 @@ class Tensor:
         gradient : array_like, optional
             The cotangent to start from, of this Tensor's shape. Only a one-element Tensor
             (a loss) may leave it out (it is then 1).
-        retain_graph : bool, default False
-            Keep the tape, to call ``backward`` again. By default it is freed.
+        retain_graph : bool, optional
+            Keep the tape, to call ``backward`` again. By default it is freed (kept when
+            ``create_graph`` is set, as in PyTorch).
+        create_graph : bool, default False
+            Record the backward pass itself: ``.grad`` becomes a Tensor on the tape, which can
+            be differentiated again (Hessian-vector products, gradient penalties).
         """
+        if retain_graph is None:
+            retain_graph = create_graph
         if not self.requires_grad:
             raise RuntimeError("backward(): this Tensor does not require grad and has no "
                                "recorded history (did an input set requires_grad=True? is "
@@ -417,12 +479,18 @@ class Tensor:
                                    f"pass gradient= (an array of that shape)")
             gradient = np.ones_like(self.data)
         else:
-            gradient = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
-            if gradient.shape != self.shape:
-                raise ValueError(f"backward(): gradient has shape {gradient.shape} but the "
-                                 f"Tensor has shape {self.shape}")
-            gradient = gradient.astype(self.dtype, copy=False)
-        backpropagate([self], [gradient], retain_graph=retain_graph)
+            if create_graph and isinstance(gradient, Tensor):
+                if gradient.shape != self.shape:
+                    raise ValueError(f"backward(): gradient has shape {gradient.shape} but the "
+                                     f"Tensor has shape {self.shape}")
+            else:
+                gradient = np.asarray(gradient.data if isinstance(gradient, Tensor)
+                                      else gradient)
+                if gradient.shape != self.shape:
+                    raise ValueError(f"backward(): gradient has shape {gradient.shape} but the "
+                                     f"Tensor has shape {self.shape}")
+                gradient = gradient.astype(self.dtype, copy=False)
+        backpropagate([self], [gradient], retain_graph=retain_graph, create_graph=create_graph)
 
     # -- operators and methods, each one op -----------------------------------------------------
 
@@ -610,16 +678,37 @@ def apply(op, inputs, attrs=None):
                   for d, t, a in zip(differentiable, tangents, arrays)]
         out, tangent = op.jvp(arrays, filled, **attrs)
         tangent = np.asarray(tangent)
-        residuals = op.forward(*arrays, **attrs)[1] if record else None
+        if record:
+            out, residuals = op.forward(*arrays, **attrs)
     else:
         out, residuals = op.forward(*arrays, **attrs)
-    out = np.asarray(out)
+    out_array = np.asarray(out)
     node = None
     if record:
         parents = tuple(_vertex(t) if d and t.requires_grad else None
                         for d, t in zip(differentiable, tensors))
-        node = Node(op, attrs, parents, residuals, out.shape, out.dtype)
-    return Tensor._wrap(out, node, tangent)
+        node = Node(op, attrs, parents, residuals, out_array.shape, out_array.dtype,
+                    _saved(residuals, arrays, out, out_array) if op.higher_order else None)
+    return Tensor._wrap(out_array, node, tangent)
+
+
+def _saved(residuals, arrays, out, out_array):
+    """Which residuals are the op's inputs or output: ``((position, input index or "out"), ...)``
+    (the single residual of a non-tuple is position 0). Found by identity, so it costs a few
+    comparisons; ``Node.residuals_as_tensors`` turns exactly these back into Tensors."""
+    items = residuals if isinstance(residuals, tuple) else (residuals,)
+    saved = []
+    for position, item in enumerate(items):
+        if not isinstance(item, np.ndarray):
+            continue
+        if item is out or item is out_array:
+            saved.append((position, "out"))
+            continue
+        for index, array in enumerate(arrays):
+            if item is array:
+                saved.append((position, index))
+                break
+    return tuple(saved)
 
 
 def _functional_handler(name, numpy_function, args, kwargs):

@@ -1,4 +1,5 @@
-"""Function transforms: ``vjp``, ``jvp``, ``grad`` and ``value_and_grad``, as in torch.func / JAX.
+"""Function transforms: ``vjp``, ``jvp``, ``grad``, ``value_and_grad``, ``jacrev``, ``jacfwd`` and
+``hessian``, as in torch.func / JAX.
 
 A transform takes a Python function ``f`` written with graphm operations (graphm.functional,
 Tensor operators and methods) and returns derivatives of it, on NumPy arrays in and out::
@@ -10,21 +11,84 @@ Tensor operators and methods) and returns derivatives of it, on NumPy arrays in 
 Inside, ``f`` is called with graphm Tensors in place of the arrays: ``vjp`` records the tape and
 sweeps it backward (as many times as ``vjp_fn`` is called); ``jvp`` attaches a tangent to each
 input and lets every op's ``jvp`` rule carry it forward alongside the value, with no tape at all.
+
+**Transforms compose.** Every VJP rule is written with graphm ops, so a backward sweep run with
+``create_graph=True`` is recorded on the tape like any other computation. A transform called
+*inside* another one (or on Tensors that require grad) therefore works on Tensors: it
+differentiates with respect to fresh aliases of its inputs, so that nested derivatives never
+confuse whose derivative is whose, and it returns Tensors on the tape, which the outer transform
+differentiates again::
+
+    graphm.grad(graphm.grad(f))              # a second derivative
+    graphm.jvp(graphm.grad(f), (x,), (v,))   # Hessian-vector product, forward over reverse
+    graphm.hessian(f)(x)                     # jacfwd(jacrev(f)), as in JAX
+
+A forward-mode ``jvp`` whose ``f`` runs another transform is computed by transposition instead:
+``u ↦ Jᵀu`` is linear in u, and its own VJP applied to ``ẋ`` is ``J ẋ``. Tangents of different
+levels then never share one array, so the textbook perturbation-confusion case
+``d/dx [x · d/dy (x + y)] = 1`` comes out right.
 """
 from __future__ import annotations
 
+import math
 import numbers
+import threading
 
 import numpy as np
 
+from graphm import ops
 from graphm.ops.base import FLOAT_DTYPES
-from graphm.tensor import Tensor, backpropagate, enable_grad, no_grad
+from graphm import autograd as _autograd  # noqa: F401  (so that graphm.autograd comes with graphm)
+from graphm.tensor import Tensor, apply, backpropagate, enable_grad, no_grad
 
-__all__ = ["vjp", "jvp", "grad", "value_and_grad"]
+__all__ = ["vjp", "jvp", "grad", "value_and_grad", "jacrev", "jacfwd", "hessian"]
 
-# Said whenever f hands back plain values: the usual cause is a transform inside f.
-_NOT_COMPOSABLE = (" (if f calls graphm.grad, vjp or jvp, note that graphm's transforms do not "
-                   "compose: they return NumPy arrays, and there are no higher-order derivatives)")
+# Said whenever f hands back plain values.
+_NOT_A_TENSOR = (" (a value taken out of a Tensor with .numpy(), .item() or NumPy functions "
+                 "carries no derivative)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Nesting: which transforms are running right now (per thread)
+# ------------------------------------------------------------------------------------------------
+
+class _Nesting(threading.local):
+    depth = 0                 # reverse transforms (or jvps by transposition) running now
+    forward = False           # a forward-mode jvp is running
+
+
+_nesting = _Nesting()
+
+
+class _NestedInForwardMode(Exception):
+    """A transform was entered inside a forward-mode jvp, which then restarts by transposition."""
+
+
+class _Level:
+    """``with _Level():`` marks a transform as running, so that transforms inside it trace."""
+
+    def __enter__(self):
+        if _nesting.forward:
+            raise _NestedInForwardMode()
+        _nesting.depth += 1
+
+    def __exit__(self, *exc_info):
+        _nesting.depth -= 1
+
+
+def _traced(values):
+    """Must this transform work on Tensors (inside another transform, or given Tensors that
+    require grad), rather than on plain arrays?"""
+    return _nesting.depth > 0 or any(isinstance(v, Tensor) and v.requires_grad for v in values)
+
+
+def _fresh_input(value, position):
+    """A traced transform's input: a fresh alias node of a Tensor on the tape (so that the
+    gradient asked for is this transform's own), or a fresh leaf for anything else."""
+    if isinstance(value, Tensor) and value.requires_grad:
+        return apply(ops.alias, (value,))
+    array = _as_primal(value, position)
+    return Tensor._wrap(array).requires_grad_(array.dtype in FLOAT_DTYPES)
 
 
 def _as_primal(value, position):
@@ -47,10 +111,15 @@ def _outputs(result, fname):
         return list(result), lambda arrays: type(result)(arrays)
     raise TypeError(f"{fname}: f must return a graphm Tensor or a tuple of Tensors (compute "
                     f"with graphm.functional, Tensor operators and methods), got "
-                    f"{type(result).__name__}{_NOT_COMPOSABLE}")
+                    f"{type(result).__name__}{_NOT_A_TENSOR}")
 
 
-def _check_cotangent(value, output, index):
+def _check_cotangent(value, output, index, traced=False):
+    if traced and isinstance(value, Tensor):
+        if value.shape != output.shape:
+            raise ValueError(f"vjp_fn: cotangent {index} has shape {value.shape} but output "
+                             f"{index} has shape {output.shape}")
+        return value
     cotangent = np.asarray(value.data if isinstance(value, Tensor) else value)
     if cotangent.shape != output.shape:
         raise ValueError(f"vjp_fn: cotangent {index} has shape {cotangent.shape} but output "
@@ -83,9 +152,13 @@ def vjp(f, *primals):
     >>> vjp_fn(np.array(1.0))
     (array([2., 4.]),)
     """
-    arrays = [_as_primal(p, i) for i, p in enumerate(primals)]
-    inputs = [Tensor._wrap(a).requires_grad_(a.dtype in FLOAT_DTYPES) for a in arrays]
-    with enable_grad():
+    traced = _traced(primals)
+    if traced:
+        inputs = [_fresh_input(p, i) for i, p in enumerate(primals)]
+    else:
+        arrays = [_as_primal(p, i) for i, p in enumerate(primals)]
+        inputs = [Tensor._wrap(a).requires_grad_(a.dtype in FLOAT_DTYPES) for a in arrays]
+    with _Level(), enable_grad():
         result = f(*inputs)
     outputs, rebuild = _outputs(result, "vjp")
 
@@ -97,14 +170,22 @@ def vjp(f, *primals):
         if len(cotangents) != len(outputs):
             raise ValueError(f"vjp_fn: expected {len(outputs)} cotangent(s), one per output of "
                              f"f, got {len(cotangents)}")
-        seeds = [_check_cotangent(c, o, i) for i, (c, o) in enumerate(zip(cotangents, outputs))]
+        seeds = [_check_cotangent(c, o, i, traced)
+                 for i, (c, o) in enumerate(zip(cotangents, outputs))]
         live = [(o, s) for o, s in zip(outputs, seeds) if o.requires_grad]
         grads = backpropagate([o for o, _ in live], [s for _, s in live], retain_graph=True,
-                              accumulate=False, wrt=inputs) if live else [None] * len(inputs)
+                              accumulate=False, wrt=inputs, create_graph=traced) \
+            if live else [None] * len(inputs)
+        if traced:                  # Tensors on the tape, for the transform around this one
+            return tuple(
+                (g if g is not None else Tensor._wrap(np.zeros_like(t.data))) if t.requires_grad
+                else None for g, t in zip(grads, inputs))
         return tuple(
             (np.array(g) if g is not None else np.zeros_like(t.data)) if t.requires_grad
             else None for g, t in zip(grads, inputs))
 
+    if traced:
+        return rebuild(outputs), vjp_fn
     return rebuild([o.data for o in outputs]), vjp_fn
 
 
@@ -131,6 +212,22 @@ def jvp(f, primals, tangents):
         raise TypeError("jvp(f, primals, tangents): primals and tangents must be tuples")
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    if _nesting.forward:
+        raise _NestedInForwardMode()
+    if _traced(tuple(primals) + tuple(tangents)):
+        return _jvp_by_transposition(f, primals, tangents, traced=True)
+    try:
+        _nesting.forward = True
+        return _forward_mode(f, primals, tangents)
+    except _NestedInForwardMode:
+        pass
+    finally:
+        _nesting.forward = False
+    return _jvp_by_transposition(f, primals, tangents, traced=False)
+
+
+def _forward_mode(f, primals, tangents):
+    """jvp in one forward sweep: each op's jvp rule carries the tangent beside the value."""
     inputs = []
     for i, (p, t) in enumerate(zip(primals, tangents)):
         array = _as_primal(p, i)
@@ -148,6 +245,39 @@ def jvp(f, primals, tangents):
     tangent_out = [o._tangent if o._tangent is not None else np.zeros_like(o.data)
                    for o in outputs]
     return rebuild([o.data for o in outputs]), rebuild(tangent_out)
+
+
+def _jvp_by_transposition(f, primals, tangents, traced):
+    """jvp as the VJP of a VJP: ``u ↦ Jᵀu`` is linear, so its gradient with respect to u, seeded
+    with the tangents, is ``J ẋ``. Used when f runs a transform itself, or inside another one."""
+    for i, (p, t) in enumerate(zip(primals, tangents)):
+        if t is not None and tuple(np.shape(t)) != tuple(np.shape(p)):
+            raise ValueError(f"jvp: tangent {i} has shape {tuple(np.shape(t))} but primal {i} "
+                             f"has shape {tuple(np.shape(p))}")
+    with _Level():
+        out, vjp_fn = vjp(f, *primals)            # nested, so traced: Tensors on the tape
+        outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+        dummies = [Tensor._wrap(np.zeros_like(o.data)).requires_grad_() for o in outputs]
+        pulled = vjp_fn(*dummies) if len(dummies) > 1 else vjp_fn(dummies[0])
+        roots, seeds = [], []
+        for g, t, p in zip(pulled, tangents, primals):
+            if g is None or t is None or not g.requires_grad:
+                continue
+            roots.append(g)
+            seeds.append(t if traced and isinstance(t, Tensor) else
+                         np.asarray(t.data if isinstance(t, Tensor) else t, dtype=g.dtype))
+        pushed = backpropagate(roots, seeds, retain_graph=True, accumulate=False,
+                               wrt=dummies, create_graph=traced) if roots else [None] * len(dummies)
+    tangent_out = []
+    for g, o in zip(pushed, outputs):
+        if g is None:
+            g = np.zeros_like(o.data)
+        tangent_out.append((g if isinstance(g, Tensor) else Tensor._wrap(np.asarray(g)))
+                           if traced else np.asarray(g.data if isinstance(g, Tensor) else g))
+    values = outputs if traced else [o.data for o in outputs]
+    if isinstance(out, (tuple, list)):
+        return type(out)(values), type(out)(tangent_out)
+    return values[0], tangent_out[0]
 
 
 def _check_argnums(argnums, count, fname):
@@ -178,7 +308,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
                 aux_box.append(aux)
             if not isinstance(result, Tensor):
                 raise TypeError(f"grad: f must return a one-element Tensor (a scalar loss), got "
-                                f"{type(result).__name__}{_NOT_COMPOSABLE}")
+                                f"{type(result).__name__}{_NOT_A_TENSOR}")
             if result.data.size != 1:
                 raise TypeError(f"grad: f must return a one-element Tensor (a scalar loss), got "
                                 f"shape {result.shape}; use graphm.vjp for other outputs")
@@ -221,3 +351,106 @@ def grad(f, argnums=0, has_aux=False):
         return (picked, value[1]) if has_aux else picked
 
     return gradient
+
+
+# ------------------------------------------------------------------------------------------------
+# Jacobians and the Hessian, built from the two modes
+# ------------------------------------------------------------------------------------------------
+
+def _one_hot(shape, position, dtype):
+    e = np.zeros(math.prod(shape), dtype)
+    e[position] = 1
+    return e.reshape(shape)
+
+
+def _assemble(pieces, out_shape, in_shape, dtype, by_rows):
+    """A Jacobian of shape ``out_shape + in_shape`` from its rows (one per output element,
+    ``in_shape`` each: reverse mode) or columns (one per input element, ``out_shape`` each:
+    forward mode). Tensor pieces are combined with ops (Σ one-hot ⊗ piece), so that the
+    Jacobian stays on the tape for the transform around this one."""
+    out_shape, in_shape = tuple(out_shape), tuple(in_shape)
+    if not any(isinstance(p, Tensor) for p in pieces):
+        stacked = np.stack([np.asarray(p) for p in pieces], axis=0 if by_rows else -1)
+        return stacked.reshape(out_shape + in_shape)
+    ones_out, ones_in = (1,) * len(out_shape), (1,) * len(in_shape)
+    total = None
+    for position, piece in enumerate(pieces):
+        if by_rows:
+            term = (_one_hot(out_shape, position, dtype).reshape(out_shape + ones_in)
+                    * piece.reshape(ones_out + in_shape))
+        else:
+            term = (piece.reshape(out_shape + ones_in)
+                    * _one_hot(in_shape, position, dtype).reshape(ones_out + in_shape))
+        total = term if total is None else total + term
+    return total
+
+
+def _float_argument(args, p, fname):
+    if np.asarray(args[p].data if isinstance(args[p], Tensor) else args[p]).dtype \
+            not in FLOAT_DTYPES:
+        dtype = np.asarray(args[p].data if isinstance(args[p], Tensor) else args[p]).dtype
+        raise TypeError(f"{fname}: argument {p} has dtype {dtype}; only float32/float64 "
+                        "arguments can be differentiated")
+
+
+def jacrev(f, argnums=0):
+    """The Jacobian of ``f`` by reverse mode, one VJP per output element (JAX's ``jacrev``).
+
+    ``jacrev(f)(*args)`` has shape ``f(*args).shape + args[argnums].shape``; a tuple
+    ``argnums`` gives a tuple of Jacobians. ``f`` returns one Tensor.
+    """
+    def jacobian(*args):
+        single, positions = _check_argnums(argnums, len(args), "jacrev")
+        for p in positions:
+            _float_argument(args, p, "jacrev")
+        out, vjp_fn = vjp(f, *args)
+        if isinstance(out, (tuple, list)):
+            raise TypeError("jacrev: f must return one Tensor, got a tuple of outputs")
+        rows = [vjp_fn(_one_hot(out.shape, i, out.dtype)) for i in range(math.prod(out.shape))]
+        result = tuple(_assemble([r[p] for r in rows], out.shape, np.shape(args[p]), out.dtype,
+                                 by_rows=True) for p in positions)
+        return result[0] if single else result
+
+    return jacobian
+
+
+def jacfwd(f, argnums=0):
+    """The Jacobian of ``f`` by forward mode, one JVP per input element (JAX's ``jacfwd``).
+
+    Same shapes as :func:`jacrev`; when ``f`` returns a tuple, the result is a tuple with one
+    entry per output (each a Jacobian, or a tuple of them for a tuple ``argnums``).
+    """
+    def jacobian(*args):
+        single, positions = _check_argnums(argnums, len(args), "jacfwd")
+        per_argument = []
+        for p in positions:
+            _float_argument(args, p, "jacfwd")
+            in_shape = np.shape(args[p])
+            dtype = np.asarray(args[p].data if isinstance(args[p], Tensor) else args[p]).dtype
+            columns = []
+            for j in range(math.prod(in_shape)):
+                tangents = tuple(_one_hot(in_shape, j, dtype) if i == p else None
+                                 for i in range(len(args)))
+                out, column = jvp(f, tuple(args), tangents)
+                columns.append(column)
+            outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            cols = [list(c) if isinstance(c, (tuple, list)) else [c] for c in columns]
+            per_argument.append([
+                _assemble([c[k] for c in cols], np.shape(o), in_shape, dtype, by_rows=False)
+                for k, o in enumerate(outs)])
+        many_outputs = isinstance(out, (tuple, list))
+        by_output = [tuple(per_argument[a][k] for a in range(len(positions)))
+                     for k in range(len(per_argument[0]))]
+        by_output = [entry[0] if single else entry for entry in by_output]
+        return tuple(by_output) if many_outputs else by_output[0]
+
+    return jacobian
+
+
+def hessian(f, argnums=0):
+    """The Hessian of a scalar ``f``: ``jacfwd(jacrev(f, argnums), argnums)``, as in JAX.
+
+    Forward over reverse: each column is a Hessian-vector product, a JVP of the gradient.
+    ``hessian(f)(x)`` has shape ``x.shape + x.shape``.
+    """
+    return jacfwd(jacrev(f, argnums), argnums)

@@ -332,7 +332,9 @@ def test_non_contiguous_inputs():
 
 
 def test_every_registered_op_is_exercised():
-    """Each op in graphm.ops.OPS appears in some case above (by running them all)."""
+    """Each op in graphm.ops.OPS appears in some case above (by running them all), or, for the
+    adjoint ops (sum_to, conv_weight_grad, index_add, ...), in the derivatives of those cases
+    up to third order, taken with graphm ops (create_graph=True) and inside a nested transform."""
     seen = set()
     original = graphm.ops.Op.infer
 
@@ -345,7 +347,18 @@ def test_every_registered_op_is_exercised():
         for case in CASES:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                case.fn(GF, np.asarray, *[graphm.tensor(a) for a in case.arrays()])
+                inputs = [graphm.tensor(a, requires_grad=True) for a in case.arrays()]
+                out = case.fn(GF, np.asarray, *inputs)
+                for _ in range(3):                   # first, second and third derivatives
+                    grads = graphm.autograd.grad((out * out).sum(), inputs, create_graph=True,
+                                                 allow_unused=True)
+                    live = [(g * g).sum() for g in grads if g is not None and g.requires_grad]
+                    if not live:
+                        break
+                    out = live[0]
+                    for extra in live[1:]:
+                        out = out + extra
+        graphm.grad(lambda x: graphm.grad(lambda y: (y * y).sum())(x).sum())(np.ones(2))
     finally:
         graphm.ops.Op.infer = original
     assert seen == set(graphm.ops.OPS), set(graphm.ops.OPS) - seen

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphm import functional as F
-from graphm.ops.base import Op, register
+from graphm.ops.base import Op, call, is_traced, register
 
 __all__ = ["relu", "sigmoid", "tanh", "softplus"]
 
@@ -19,6 +19,7 @@ class Relu(Op):
     .. math:: f'(x) = [x > 0] \qquad (\text{0 at } x = 0\text{, as PyTorch})
     """
     name = "relu"
+    higher_order = True
 
     def shape(self, x):
         return x
@@ -44,6 +45,7 @@ class Sigmoid(Op):
     .. math:: f'(x) = \sigma(x)\,(1 - \sigma(x)) = y (1 - y)
     """
     name = "sigmoid"
+    higher_order = True
 
     def shape(self, x):
         return x
@@ -69,6 +71,7 @@ class Tanh(Op):
     .. math:: f'(x) = 1 - \tanh^2 x = 1 - y^2
     """
     name = "tanh"
+    higher_order = True
 
     def shape(self, x):
         return x
@@ -95,15 +98,16 @@ class Softplus(Op):
               f'(x) = 1 \quad \text{otherwise}
     """
     name = "softplus"
+    higher_order = True
 
     def shape(self, x, beta, threshold):
         return x
 
     def forward(self, x, beta, threshold):
-        return F.softplus(x, beta, threshold), _softplus_slope(x, beta, threshold)
+        return F.softplus(x, beta, threshold), x
 
-    def vjp(self, slope, g, beta, threshold):
-        return (g * slope,)
+    def vjp(self, x, g, beta, threshold):
+        return (g * _softplus_slope(x, beta, threshold),)
 
     def jvp(self, primals, tangents, beta, threshold):
         (x,), (dx,) = primals, tangents
@@ -115,4 +119,7 @@ softplus = register(Softplus())
 
 def _softplus_slope(x, beta, threshold):
     scaled = x * x.dtype.type(beta)
+    if is_traced(scaled):          # sigmoid(βx) below the threshold, the constant 1 above it
+        linear = np.asarray(scaled.data > threshold)
+        return call(sigmoid, scaled) * ~linear + linear.astype(x.dtype)
     return np.where(scaled > threshold, x.dtype.type(1), F.sigmoid(scaled))

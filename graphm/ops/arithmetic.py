@@ -2,6 +2,10 @@
 
 The binary elementwise ops broadcast as NumPy does; their VJPs sum the gradient back down to each
 input's shape (``unbroadcast``), because broadcasting copies and the adjoint of a copy is a sum.
+
+Every VJP here is written with operators (``*``, ``/``, ``@``, ``-``) and graphm ops only, so the
+same line runs on NumPy arrays (a first-order backward pass) and on Tensors (recorded, so that
+the gradient can be differentiated again): the residuals are the op's own inputs and output.
 """
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import numbers
 
 import numpy as np
 
-from graphm.ops.base import Op, ShapeError, broadcast_shape, format_shape, register, unbroadcast
+from graphm.ops.base import (Op, ShapeError, broadcast_shape, format_shape, is_traced, register,
+                             unbroadcast)
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "matmul"]
 
@@ -20,6 +25,7 @@ class Add(Op):
     .. math:: \bar a = \bar y, \quad \bar b = \bar y, \qquad \dot y = \dot a + \dot b
     """
     name = "add"
+    higher_order = True
     inputs = ("a", "b")
 
     def shape(self, a, b):
@@ -46,6 +52,7 @@ class Sub(Op):
     .. math:: \bar a = \bar y, \quad \bar b = -\bar y, \qquad \dot y = \dot a - \dot b
     """
     name = "sub"
+    higher_order = True
     inputs = ("a", "b")
 
     def shape(self, a, b):
@@ -73,6 +80,7 @@ class Mul(Op):
               \dot y = \dot a\, b + a\, \dot b
     """
     name = "mul"
+    higher_order = True
     inputs = ("a", "b")
 
     def shape(self, a, b):
@@ -100,6 +108,7 @@ class Div(Op):
               \qquad \dot y = (\dot a - y\, \dot b) / b
     """
     name = "div"
+    higher_order = True
     inputs = ("a", "b")
 
     def shape(self, a, b):
@@ -126,6 +135,7 @@ div = register(Div())
 class Neg(Op):
     r"""Negation :math:`-x`:  :math:`\bar x = -\bar y`, :math:`\dot y = -\dot x`."""
     name = "neg"
+    higher_order = True
 
     def shape(self, x):
         return x
@@ -149,6 +159,7 @@ class Pow(Op):
     .. math:: \bar x = \bar y\, p\, x^{p-1}, \qquad \dot y = p\, x^{p-1} \dot x
     """
     name = "pow"
+    higher_order = True
 
     def shape(self, x, exponent):
         if not isinstance(exponent, numbers.Real) or isinstance(exponent, bool):
@@ -172,7 +183,7 @@ pow = register(Pow())
 def _power_slope(x, exponent):
     """d(x^p)/dx = p x^(p-1); exactly 0 for p = 0 (not 0 * inf at x = 0), as PyTorch."""
     if exponent == 0:
-        return np.zeros_like(x)
+        return np.zeros(x.shape, x.dtype)           # a constant, for arrays and Tensors alike
     return exponent * x ** (exponent - 1)
 
 
@@ -182,6 +193,7 @@ class Exp(Op):
     .. math:: \bar x = \bar y\, y, \qquad \dot y = y\, \dot x
     """
     name = "exp"
+    higher_order = True
 
     def shape(self, x):
         return x
@@ -207,6 +219,7 @@ class Log(Op):
     .. math:: \bar x = \bar y / x, \qquad \dot y = \dot x / x
     """
     name = "log"
+    higher_order = True
 
     def shape(self, x):
         return x
@@ -235,6 +248,7 @@ class Matmul(Op):
     with those 2-D views and then drops the added axes again.
     """
     name = "matmul"
+    higher_order = True
     inputs = ("a", "b")
 
     def shape(self, a, b):
@@ -259,15 +273,15 @@ class Matmul(Op):
 
     def vjp(self, residuals, g):
         a, b = residuals
-        a2 = a[None, :] if a.ndim == 1 else a                  # (..., m, n)
-        b2 = b[:, None] if b.ndim == 1 else b                  # (..., n, p)
+        a2 = a.reshape((1,) + a.shape) if a.ndim == 1 else a             # (..., m, n)
+        b2 = b.reshape(b.shape + (1,)) if b.ndim == 1 else b             # (..., n, p)
         g2 = g
         if b.ndim == 1:
-            g2 = g2[..., None]
+            g2 = g2.reshape(g2.shape + (1,))
         if a.ndim == 1:
-            g2 = g2[..., None, :]                              # g2: (..., m, p)
-        grad_a = np.matmul(g2, np.swapaxes(b2, -1, -2))        # (..., m, p) @ (..., p, n)
-        grad_b = np.matmul(np.swapaxes(a2, -1, -2), g2)        # (..., n, m) @ (..., m, p)
+            g2 = g2.reshape(g2.shape[:-1] + (1,) + g2.shape[-1:])       # g2: (..., m, p)
+        grad_a = g2 @ _swap_last(b2)                           # (..., m, p) @ (..., p, n)
+        grad_b = _swap_last(a2) @ g2                           # (..., n, m) @ (..., m, p)
         grad_a = unbroadcast(grad_a, a2.shape).reshape(a.shape)
         grad_b = unbroadcast(grad_b, b2.shape).reshape(b.shape)
         return grad_a, grad_b
@@ -278,3 +292,8 @@ class Matmul(Op):
 
 
 matmul = register(Matmul())
+
+
+def _swap_last(x):
+    """Swap the last two axes (a permute on a Tensor)."""
+    return x.transpose(-1, -2) if is_traced(x) else np.swapaxes(x, -1, -2)

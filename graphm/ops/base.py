@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["Op", "ShapeError", "FLOAT_DTYPES", "OPS", "register", "unbroadcast",
-           "broadcast_shape", "format_shape"]
+           "broadcast_shape", "format_shape", "is_traced", "call"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -89,6 +89,9 @@ class Op:
     inputs: tuple = ("input",)
     optional: tuple = ()
     nondiff: tuple = ()
+    #: Is ``vjp`` written with graphm ops (so that, run on Tensors, it is recorded and can be
+    #: differentiated again)? ``backward(create_graph=True)`` refuses ops that say no.
+    higher_order: bool = False
 
     # -- the four rules (subclasses override) ---------------------------------------------------
 
@@ -211,12 +214,38 @@ def unbroadcast(grad, shape):
     """Sum ``grad`` down to ``shape``: the VJP of NumPy broadcasting.
 
     Broadcasting copies a value along new leading axes and along axes of length 1; the adjoint
-    of a copy is a sum, so those axes are summed (the length-1 ones kept).
+    of a copy is a sum, so those axes are summed (the length-1 ones kept). On a Tensor this is
+    the op ``sum_to`` (graphm/ops/reduction.py), whose own VJP is ``broadcast_to``.
     """
     if grad.shape == tuple(shape):
         return grad
+    if is_traced(grad):
+        return call(OPS["sum_to"], grad, shape=tuple(shape))
     extra = grad.ndim - len(shape)
     grad = grad.sum(axis=tuple(range(extra))) if extra else grad
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     grad = grad.sum(axis=stretched, keepdims=True) if stretched else grad
     return np.asarray(grad)                     # a full reduction gives a NumPy scalar
+
+
+# ------------------------------------------------------------------------------------------------
+# Rules written in graphm's own ops
+# ------------------------------------------------------------------------------------------------
+
+def is_traced(value):
+    """Is ``value`` a graphm Tensor (or a compiled graph's Var) rather than a plain array?"""
+    return getattr(value, "__graphm_tensor__", False) is True
+
+
+def call(op, *inputs, **attrs):
+    """Run ``op`` inside a rule: on plain arrays its ``forward`` (today's NumPy speed), and when
+    some input is a Tensor (or Var), through that kind's own way of applying an op, so that the
+    rule is recorded like any other computation and can be differentiated again.
+
+    This is what lets one rule serve every interpretation (Autodidax's "bind"): a ``vjp`` that
+    says ``call(sum_to, g, shape=s)`` sums arrays, or records a ``sum_to`` node on the tape.
+    """
+    for value in inputs:
+        if is_traced(value):
+            return type(value)._graphm_apply(op, inputs, attrs)
+    return op.forward(*inputs, **attrs)[0]

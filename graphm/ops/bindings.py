@@ -15,7 +15,7 @@ import warnings
 
 from graphm.functional._checks import legacy_reduction, softmax_dim
 from graphm.ops.activation import relu, sigmoid, softplus, tanh
-from graphm.ops.conv import conv, conv_transpose
+from graphm.ops.conv import conv, conv_transpose, conv_weight_grad
 from graphm.ops.nn import cross_entropy, linear, log_softmax, mse_loss, nll_loss, softmax
 from graphm.ops.pool import avg_pool, max_pool
 
@@ -70,6 +70,13 @@ def _conv_transpose(name, input, weight, bias, stride, padding, output_padding, 
     attrs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
                  dilation=dilation, rank=_rank(name))
     return conv_transpose, (input, weight, bias), attrs
+
+
+@_binding("conv_weight_grad")
+def _conv_weight_grad(name, input, weight_shape, grad_output, stride, padding, dilation, groups):
+    attrs = dict(weight_shape=tuple(int(n) for n in weight_shape), stride=stride,
+                 padding=padding, dilation=dilation, groups=groups)
+    return conv_weight_grad, (input, grad_output), attrs
 
 
 @_binding("relu")

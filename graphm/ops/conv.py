@@ -31,23 +31,45 @@ product, so the product rule holds (TorchLean's
     d conv(x, w, b)           = conv(ẋ, w)           + conv(x, ẇ)           + ḃ
     d conv_transpose(x, w, b) = conv_transpose(ẋ, w) + conv_transpose(x, ẇ) + ḃ
 
-The reverse-mode table (DESIGN.md)::
+The reverse-mode table (the concepts page)::
 
     op               forward           x̄             w̄            b̄
     conv             K_fwd(x, w) + b   K_in(ȳ, w)    K_w(x, ȳ)    sum of ȳ
     conv_transpose   K_in(x, w) + b    K_fwd(ȳ, w)   K_w(ȳ, x)    sum of ȳ
 
+**The table closes under differentiation.** The weight gradient is an op of its own here,
+``conv_weight_grad`` (K_w), and it is *bilinear* in (input, grad_output): for a fixed input it is
+linear in g, for a fixed g linear in x. Pair it with a weight-shaped cotangent W̄ and read the
+one-line identity ``⟨K_w(x, g), W̄⟩ = ⟨g, conv(x, W̄)⟩ = ⟨x, conv_transpose(g, W̄)⟩`` both ways::
+
+    op                 forward     VJP wrt x                 VJP wrt g         JVP
+    conv_weight_grad   K_w(x, g)   conv_transpose(g, W̄)      conv(x, W̄)        K_w(ẋ, g) + K_w(x, ġ)
+
+So the derivative of each of the three kernels is again one of the three, and so is the derivative
+of that: a Hessian-vector product of a convolutional network, or a third derivative, runs on
+K_fwd, K_in and K_w and needs no fourth kernel. Every VJP below is written with the public ops
+(``conv``, ``conv_transpose``, ``conv_weight_grad``, a sum), so run on Tensors it is recorded on
+the tape like the forward pass and can be differentiated again; run on plain arrays (an ordinary
+first-order backward pass) it calls the same three kernels in one fused call.
+
+Two details of geometry make the transposes exact. A strided convolution floors: the last
+``r = (n + p_lo + p_hi − d(k − 1) − 1) mod s`` input rows are never read, so the transposed
+convolution that gives x̄ must restore them, by cropping ``r`` fewer rows at the high end or, when
+the padding there is smaller than ``r``, with ``output_padding``. And ``'same'`` padding of an even
+kernel is asymmetric, so the rules pass padding as one (low, high) pair per axis.
+
 The three kernels live in ``graphm._kernels``; ``graphm.functional`` wraps them as ``conv``,
-``conv_transpose``, ``conv_backward`` and ``conv_transpose_backward``, and this module only
-decides which to call.
+``conv_transpose``, ``conv_weight_grad``, ``conv_backward`` and ``conv_transpose_backward``, and
+this module only decides which to call.
 """
 from __future__ import annotations
 
 
 from graphm import functional as F
-from graphm.ops.base import Op, register
+from graphm.functional._checks import conv_padding, per_axis
+from graphm.ops.base import Op, is_traced, register
 
-__all__ = ["conv", "conv_transpose"]
+__all__ = ["conv", "conv_transpose", "conv_weight_grad"]
 
 # attribute ``rank``: None for the any-rank ``conv``/``conv_transpose``, else 1, 2 or 3, so that
 # conv2d given a 3-d weight is an error rather than a conv1d.
@@ -68,6 +90,7 @@ class Conv(Op):
         \dot y = \mathrm{conv}(\dot x, w) + \mathrm{conv}(x, \dot w) + \dot b
     """
     name = "conv"
+    higher_order = True
     inputs = ("input", "weight", "bias")
     optional = ("bias",)
 
@@ -81,8 +104,16 @@ class Conv(Op):
 
     def vjp(self, residuals, g, stride=1, padding=0, dilation=1, groups=1, rank=None):
         x, weight, has_bias = residuals
-        grads = F.conv_backward(g, x, weight, stride, padding, dilation, groups)
-        return grads.grad_input, grads.grad_weight, grads.grad_bias if has_bias else None
+        if not any(is_traced(v) for v in (g, x, weight)):        # the three kernels, fused
+            grads = F.conv_backward(g, x, weight, stride, padding, dilation, groups)
+            return grads.grad_input, grads.grad_weight, grads.grad_bias if has_bias else None
+        pairs, output_padding = _input_grad_geometry(x.shape, weight.shape, g.shape, stride,
+                                                     padding, dilation, "conv")
+        grad_input = F.conv_transpose(g, weight, None, stride, pairs, output_padding, groups,
+                                      dilation)                          # K_in(ȳ, w)
+        grad_weight = F.conv_weight_grad(x, tuple(weight.shape), g, stride, padding, dilation,
+                                         groups)                         # K_w(x, ȳ)
+        return grad_input, grad_weight, _bias_grad(g, weight) if has_bias else None
 
     def jvp(self, primals, tangents, stride=1, padding=0, dilation=1, groups=1, rank=None):
         (x, weight, bias), (dx, dweight, dbias) = primals, tangents
@@ -110,6 +141,7 @@ class ConvTranspose(Op):
                  + \dot b
     """
     name = "conv_transpose"
+    higher_order = True
     inputs = ("input", "weight", "bias")
     optional = ("bias",)
 
@@ -127,9 +159,22 @@ class ConvTranspose(Op):
     def vjp(self, residuals, g, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
             rank=None):
         x, weight, has_bias = residuals
-        grads = F.conv_transpose_backward(g, x, weight, stride, padding, output_padding, groups,
-                                          dilation)
-        return grads.grad_input, grads.grad_weight, grads.grad_bias if has_bias else None
+        if not any(is_traced(v) for v in (g, x, weight)):        # the three kernels, fused
+            grads = F.conv_transpose_backward(g, x, weight, stride, padding, output_padding,
+                                              groups, dilation)
+            return grads.grad_input, grads.grad_weight, grads.grad_bias if has_bias else None
+        # The adjoint convolution reads ȳ with the transposed convolution's (low, high) padding,
+        # the high side reduced by output_padding (rows the forward pass added past the crop).
+        rank = weight.ndim - 2
+        stride_, dilation_, low, high = _axes(x.shape, weight.shape, stride, padding, dilation,
+                                              "conv_transpose")
+        extra = per_axis("conv_transpose", "output_padding", output_padding, rank, "")
+        pairs = tuple((lo, max(hi - e, 0)) for lo, hi, e in zip(low, high, extra))
+        grad_input = _crop(F.conv(g, weight, None, stride, pairs, dilation, groups),
+                           x.shape[-rank:])                              # K_fwd(ȳ, w)
+        grad_weight = F.conv_weight_grad(g, tuple(weight.shape), x, stride, pairs, dilation,
+                                         groups)                         # K_w(ȳ, x)
+        return grad_input, grad_weight, _bias_grad(g, weight) if has_bias else None
 
     def jvp(self, primals, tangents, stride=1, padding=0, output_padding=0, groups=1,
             dilation=1, rank=None):
@@ -143,3 +188,110 @@ class ConvTranspose(Op):
 
 
 conv_transpose = register(ConvTranspose())
+
+
+class ConvWeightGrad(Op):
+    r"""The weight gradient of a convolution, :math:`K_w(x, g)`, as an op: bilinear in
+    ``(input, grad_output)``, so that second derivatives of conv are again convolutions.
+
+    Shapes: x (N, C_in, *sp) or (C_in, *sp), g (N, C_out, *out) (possibly cropped at the high
+    end), result ``weight_shape`` = (C_out, C_in/groups, *k).
+
+    .. math::
+        \langle K_w(x, g), \bar W\rangle = \langle g, \mathrm{conv}(x, \bar W)\rangle
+        = \langle x, \mathrm{conv\_transpose}(g, \bar W)\rangle, \qquad
+        \bar x = \mathrm{conv\_transpose}(g, \bar W), \quad
+        \bar g = \mathrm{conv}(x, \bar W), \qquad
+        \dot W = K_w(\dot x, g) + K_w(x, \dot g)
+    """
+    name = "conv_weight_grad"
+    higher_order = True
+    inputs = ("input", "grad_output")
+
+    def shape(self, x, g, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+        full = F.conv_output_shape(x, tuple(weight_shape), None, stride, padding, dilation,
+                                   groups)
+        rank = len(weight_shape) - 2
+        if (len(g) != len(full) or tuple(g[:-rank]) != tuple(full[:-rank])
+                or any(not 1 <= a <= b for a, b in zip(g[-rank:], full[-rank:]))):
+            raise ValueError(f"conv_weight_grad: grad_output must have shape {tuple(full)} or "
+                             f"be cropped at the high end of its spatial axes, got {tuple(g)}")
+        return tuple(weight_shape)
+
+    def forward(self, x, g, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+        return F.conv_weight_grad(x, weight_shape, g, stride, padding, dilation, groups), (x, g)
+
+    def vjp(self, residuals, grad_weight, weight_shape, stride=1, padding=0, dilation=1,
+            groups=1):
+        x, g = residuals
+        rank = len(weight_shape) - 2
+        pairs, output_padding = _input_grad_geometry(x.shape, weight_shape, g.shape, stride,
+                                                     padding, dilation, self.name)
+        grad_x = F.conv_transpose(g, grad_weight, None, stride, pairs, output_padding, groups,
+                                  dilation)                              # K_in(g, W̄)
+        grad_g = _crop(F.conv(x, grad_weight, None, stride, padding, dilation, groups),
+                       g.shape[-rank:])                                  # K_fwd(x, W̄)
+        return grad_x, grad_g
+
+    def jvp(self, primals, tangents, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+        (x, g), (dx, dg) = primals, tangents
+        args = (stride, padding, dilation, groups)
+        out = F.conv_weight_grad(x, weight_shape, g, *args)
+        return out, (F.conv_weight_grad(dx, weight_shape, g, *args)
+                     + F.conv_weight_grad(x, weight_shape, dg, *args))   # product rule
+
+
+conv_weight_grad = register(ConvWeightGrad())
+
+
+def _axes(x_shape, weight_shape, stride, padding, dilation, op):
+    """Per-axis stride, dilation and (low, high) padding of a convolution's geometry."""
+    rank = len(weight_shape) - 2
+    context = f"input shape {tuple(x_shape)}, weight shape {tuple(weight_shape)}"
+    stride = per_axis(op, "stride", stride, rank, context)
+    dilation = per_axis(op, "dilation", dilation, rank, context)
+    low, high = conv_padding(op, padding, tuple(weight_shape[2:]), stride, dilation, context)
+    return stride, dilation, low, high
+
+
+def _input_grad_geometry(x_shape, weight_shape, g_shape, stride, padding, dilation, op):
+    """(low, high) padding pairs and output_padding that make ``conv_transpose(g, w)`` the exact
+    adjoint of ``conv(x, w)`` in x: its output must have x's extent again.
+
+    Per axis, with n input rows, o rows of g, kernel k: the transposed convolution spans
+    ``(o − 1)s + d(k − 1) + 1 = n + lo + hi − r`` rows before cropping, r the rows the forward
+    floor never read. Crop lo at the low end and hi − r at the high end, or, when hi < r, crop
+    nothing there and add the missing ``r − hi`` rows as output_padding.
+    """
+    rank = len(weight_shape) - 2
+    stride, dilation, low, high = _axes(x_shape, weight_shape, stride, padding, dilation, op)
+    pairs, extra = [], []
+    for n, o, k, s, d, lo, hi in zip(x_shape[-rank:], g_shape[-rank:], weight_shape[2:],
+                                     stride, dilation, low, high):
+        unread = n + lo + hi - d * (k - 1) - 1 - (o - 1) * s
+        if unread <= hi:
+            pairs.append((lo, hi - unread))
+            extra.append(0)
+        else:
+            pairs.append((lo, 0))
+            extra.append(unread - hi)
+            if unread - hi >= max(s, d):
+                raise NotImplementedError(
+                    f"{op}: the adjoint of this geometry needs output_padding {unread - hi} >= "
+                    f"max(stride, dilation) = {max(s, d)} (input shape {tuple(x_shape)}, "
+                    f"grad_output shape {tuple(g_shape)})")
+    return tuple(pairs), tuple(extra)
+
+
+def _crop(y, spatial):
+    """``y`` cut to ``spatial`` on its last axes (an index op on a Tensor), if it is longer."""
+    spatial = tuple(spatial)
+    if tuple(y.shape[-len(spatial):]) == spatial:
+        return y
+    return y[(Ellipsis,) + tuple(slice(0, n) for n in spatial)]
+
+
+def _bias_grad(g, weight):
+    """The bias gradient: ȳ summed over the batch and every position (all axes but channels)."""
+    channel_axis = g.ndim - (weight.ndim - 2) - 1
+    return g.sum(axis=tuple(a for a in range(g.ndim) if a != channel_axis))

@@ -4,12 +4,16 @@ Their forwards are graphm.functional's; here are their shape rules and derivativ
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from graphm import functional as F
 from graphm.functional import linear_layer as Flinear, loss as Floss
 from graphm.functional._checks import normalize_dim
-from graphm.ops.base import FLOAT_DTYPES, Op, ShapeError, broadcast_shape, register, unbroadcast
+from graphm.ops.arithmetic import exp as _exp
+from graphm.ops.base import (FLOAT_DTYPES, Op, ShapeError, broadcast_shape, call, is_traced,
+                             register, unbroadcast)
 
 __all__ = ["linear", "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss"]
 
@@ -28,6 +32,7 @@ class Linear(Op):
     graphm.functional computes both passes on the convolution kernels.
     """
     name = "linear"
+    higher_order = True
     inputs = ("input", "weight", "bias")
     optional = ("bias",)
 
@@ -39,8 +44,14 @@ class Linear(Op):
 
     def vjp(self, residuals, g):
         x, weight, has_bias = residuals
-        grads = Flinear.linear_backward(g, x, weight)
-        return grads.grad_input, grads.grad_weight, grads.grad_bias if has_bias else None
+        if not any(is_traced(v) for v in (g, x, weight)):
+            grads = Flinear.linear_backward(g, x, weight)       # the same, in one fused call
+            return grads.grad_input, grads.grad_weight, grads.grad_bias if has_bias else None
+        rows_g = g.reshape(-1, weight.shape[0])                  # Ȳ (M, out)
+        rows_x = x.reshape(-1, weight.shape[1])                  # X (M, in)
+        grad_input = g @ weight                                  # Ȳ W: (*, out) @ (out, in)
+        grad_weight = rows_g.transpose(0, 1) @ rows_x if is_traced(rows_g) else rows_g.T @ rows_x
+        return grad_input, grad_weight, rows_g.sum(axis=0) if has_bias else None
 
     def jvp(self, primals, tangents):
         (x, weight, bias), (dx, dweight, dbias) = primals, tangents
@@ -62,6 +73,7 @@ class Softmax(Op):
               \dot y = y \odot (\dot x - \langle \dot x, y\rangle)
     """
     name = "softmax"
+    higher_order = True
 
     def shape(self, x, dim):
         normalize_dim("softmax", dim, len(x))
@@ -91,6 +103,7 @@ class LogSoftmax(Op):
               \dot y = \dot x - \langle p, \dot x \rangle
     """
     name = "log_softmax"
+    higher_order = True
 
     def shape(self, x, dim):
         normalize_dim("log_softmax", dim, len(x))
@@ -101,7 +114,7 @@ class LogSoftmax(Op):
         return y, y
 
     def vjp(self, y, g, dim):
-        return (g - np.exp(y) * g.sum(axis=dim, keepdims=True),)
+        return (g - call(_exp, y) * g.sum(axis=dim, keepdims=True),)
 
     def jvp(self, primals, tangents, dim):
         y = F.log_softmax(primals[0], dim)
@@ -132,6 +145,9 @@ def _rows_to_input(rows, input_shape):
     if len(input_shape) < 2:
         return rows.reshape(input_shape)
     moved = rows.reshape((input_shape[0],) + tuple(input_shape[2:]) + (input_shape[1],))
+    if is_traced(moved):
+        last = moved.ndim - 1
+        return moved.permute(0, last, *range(1, last))
     return np.ascontiguousarray(np.moveaxis(moved, -1, 1))
 
 
@@ -139,6 +155,8 @@ def _rows(x):
     """The input's class scores as (M, C) rows (the layout class_targets uses)."""
     if x.ndim < 2:
         return x.reshape(1, -1)
+    if is_traced(x):
+        return x.permute(0, *range(2, x.ndim), 1).reshape(-1, x.shape[1])
     return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
 
 
@@ -187,6 +205,7 @@ class CrossEntropy(_ClassificationLoss):
     then scaled by the reduction (divided by the total label weight for 'mean').
     """
     name = "cross_entropy"
+    higher_order = True
 
     def forward(self, x, target, weight, ignore_index=-100, reduction="mean",
                 label_smoothing=0.0):
@@ -194,21 +213,28 @@ class CrossEntropy(_ClassificationLoss):
                                                label_smoothing)
         log_p = F.log_softmax(scores, 1)
         loss = Floss.reduce_rows(-(q * log_p).sum(axis=1), reduction, divisor, target.shape)
-        return loss, (log_p, q, divisor, x.shape)
+        return loss, (log_p, q, divisor, x.shape, x)
 
     @staticmethod
     def _slope(log_p, q):
         return np.exp(log_p) * q.sum(axis=1, keepdims=True) - q          # (M, C)
 
     def vjp(self, residuals, g, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-        log_p, q, divisor, x_shape = residuals
-        grad_rows = self._slope(log_p, q) * _row_scale(g, reduction, divisor)
+        log_p, q, divisor, x_shape, x = residuals
+        if is_traced(x) or is_traced(g):
+            # p = softmax of the score rows, recomputed as an op so that it depends on x
+            # (q holds no scores: rows whose label is ignored are zero in q)
+            p = call(softmax, _rows(x), dim=1)
+            slope = p * q.sum(axis=1, keepdims=True) - q
+        else:
+            slope = self._slope(log_p, q)
+        grad_rows = slope * _row_scale(g, reduction, divisor)
         return _rows_to_input(grad_rows, x_shape), None, None
 
     def jvp(self, primals, tangents, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         (x, target, weight), (dx, _, _) = primals, tangents
-        loss, (log_p, q, divisor, _) = self.forward(x, target, weight, ignore_index, reduction,
-                                                    label_smoothing)
+        loss, (log_p, q, divisor, _, _) = self.forward(x, target, weight, ignore_index,
+                                                       reduction, label_smoothing)
         rows = (self._slope(log_p, q) * _rows(dx)).sum(axis=1)
         return loss, Floss.reduce_rows(rows, reduction, divisor, target.shape)
 
@@ -224,6 +250,7 @@ class NllLoss(_ClassificationLoss):
     :math:`\dot L_i = -\sum_c q_{ic}\dot x_{ic}`.
     """
     name = "nll_loss"
+    higher_order = True
 
     def shape(self, x, target, weight, ignore_index=-100, reduction="mean"):
         return super().shape(x, target, weight, ignore_index, reduction)
@@ -260,6 +287,7 @@ class MseLoss(Op):
     'none' nothing is summed.
     """
     name = "mse_loss"
+    higher_order = True
     inputs = ("input", "target", "weight")
     optional = ("weight",)
     nondiff = ("weight",)
@@ -288,7 +316,7 @@ class MseLoss(Op):
         if weight is not None:
             slope = slope * weight
         if reduction == "mean":
-            divisor = slope.size if weight is None else weight.sum()
+            divisor = math.prod(slope.shape) if weight is None else weight.sum()
             slope = slope / x.dtype.type(divisor)
         return slope
 

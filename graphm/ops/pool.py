@@ -14,9 +14,9 @@ derivatives follow from that picture:
 from __future__ import annotations
 
 from graphm.functional import pooling as Fpool
-from graphm.ops.base import Op, register
+from graphm.ops.base import Op, call, register
 
-__all__ = ["max_pool", "avg_pool"]
+__all__ = ["max_pool", "avg_pool", "max_pool_scatter", "max_pool_gather", "avg_pool_transpose"]
 
 
 def _batch_shape(x, geometry):
@@ -35,6 +35,7 @@ class MaxPool(Op):
         \dot y_{\mathbf i} = \dot x_{w(\mathbf i)}
     """
     name = "max_pool"
+    higher_order = True
 
     def shape(self, x, dims, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         geometry = Fpool.pool_geometry(f"max_pool{dims}d", x, dims, kernel_size, stride, padding,
@@ -48,7 +49,8 @@ class MaxPool(Op):
 
     def vjp(self, residuals, g, dims, **attrs):
         winners, x_shape, geometry = residuals
-        return (Fpool.max_pool_backward(g, winners, x_shape, geometry),)
+        return (call(max_pool_scatter, g, winners=winners, x_shape=tuple(x_shape),
+                     geometry=geometry),)
 
     def jvp(self, primals, tangents, dims, kernel_size, stride=None, padding=0, dilation=1,
             ceil_mode=False):
@@ -70,6 +72,7 @@ class AvgPool(Op):
         \frac{\bar y_{\mathbf i}}{D_{\mathbf i}}, \qquad \dot y = \mathrm{avg\_pool}(\dot x)
     """
     name = "avg_pool"
+    higher_order = True
 
     def shape(self, x, dims, kernel_size, stride=None, padding=0, ceil_mode=False,
               count_include_pad=True, divisor_override=None):
@@ -89,8 +92,11 @@ class AvgPool(Op):
     def vjp(self, residuals, g, dims, kernel_size, stride=None, padding=0, ceil_mode=False,
             count_include_pad=True, divisor_override=None):
         x_shape, geometry = residuals
-        return (Fpool.avg_pool_backward(g, x_shape, geometry, count_include_pad,
-                                      divisor_override),)
+        pool = dict(dims=dims, kernel_size=kernel_size, stride=stride, padding=padding,
+                    ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                    divisor_override=divisor_override)
+        return (call(avg_pool_transpose, g, x_shape=tuple(x_shape), geometry=geometry,
+                     pool=pool),)
 
     def jvp(self, primals, tangents, dims, **attrs):
         y, _ = self.forward(primals[0], dims, **attrs)
@@ -99,3 +105,85 @@ class AvgPool(Op):
 
 
 avg_pool = register(AvgPool())
+
+
+# ------------------------------------------------------------------------------------------------
+# The pool adjoints, as ops: both are linear, and each one's adjoint is the other (or the pool)
+# ------------------------------------------------------------------------------------------------
+
+class MaxPoolScatter(Op):
+    r"""Send each value to its window's winner, adding where winners repeat: the VJP of max
+    pooling. Linear in ``y`` once the winners are fixed; its adjoint reads at the winners.
+
+    .. math:: z_j = \sum_{\mathbf i:\, w(\mathbf i) = j} y_{\mathbf i}, \qquad
+              \bar y = \bar z_{w(\cdot)}, \qquad \dot z = \mathrm{scatter}(\dot y)
+    """
+    name = "max_pool_scatter"
+    higher_order = True
+
+    def shape(self, y, winners, x_shape, geometry):
+        return tuple(x_shape)
+
+    def forward(self, y, winners, x_shape, geometry):
+        return Fpool.max_pool_backward(y, winners, x_shape, geometry), None
+
+    def vjp(self, residuals, g, winners, x_shape, geometry):
+        return (call(max_pool_gather, g, winners=winners, dims=len(geometry.kernel_size),
+                     x_shape=tuple(x_shape), geometry=geometry),)
+
+    def jvp(self, primals, tangents, winners, x_shape, geometry):
+        return (Fpool.max_pool_backward(primals[0], winners, x_shape, geometry),
+                Fpool.max_pool_backward(tangents[0], winners, x_shape, geometry))
+
+
+max_pool_scatter = register(MaxPoolScatter())
+
+
+class MaxPoolGather(Op):
+    r"""Read ``x`` at the winning positions: max pooling's JVP, and the adjoint of
+    :class:`MaxPoolScatter`. :math:`y_{\mathbf i} = x_{w(\mathbf i)}`."""
+    name = "max_pool_gather"
+    higher_order = True
+
+    def shape(self, x, winners, dims, x_shape, geometry):
+        return tuple(winners.shape)
+
+    def forward(self, x, winners, dims, x_shape, geometry):
+        return Fpool.max_pool_gather(x, winners, dims), None
+
+    def vjp(self, residuals, g, winners, dims, x_shape, geometry):
+        return (call(max_pool_scatter, g, winners=winners, x_shape=x_shape, geometry=geometry),)
+
+    def jvp(self, primals, tangents, winners, dims, x_shape, geometry):
+        return (Fpool.max_pool_gather(primals[0], winners, dims),
+                Fpool.max_pool_gather(tangents[0], winners, dims))
+
+
+max_pool_gather = register(MaxPoolGather())
+
+
+class AvgPoolTranspose(Op):
+    r"""Spread each window's value, divided by its divisor, back over the window: the VJP of
+    average pooling. Linear, and its adjoint is the average pool itself."""
+    name = "avg_pool_transpose"
+    higher_order = True
+
+    def shape(self, y, x_shape, geometry, pool):
+        return tuple(x_shape)
+
+    def _run(self, y, x_shape, geometry, pool):
+        return Fpool.avg_pool_backward(y, x_shape, geometry, pool["count_include_pad"],
+                                       pool["divisor_override"])
+
+    def forward(self, y, x_shape, geometry, pool):
+        return self._run(y, x_shape, geometry, pool), None
+
+    def vjp(self, residuals, g, x_shape, geometry, pool):
+        return (call(avg_pool, g, **pool),)
+
+    def jvp(self, primals, tangents, x_shape, geometry, pool):
+        return (self._run(primals[0], x_shape, geometry, pool),
+                self._run(tangents[0], x_shape, geometry, pool))
+
+
+avg_pool_transpose = register(AvgPoolTranspose())

@@ -10,9 +10,9 @@ import numbers
 
 import numpy as np
 
-from graphm.ops.base import Op, ShapeError, register
+from graphm.ops.base import Op, ShapeError, broadcast_shape, call, is_traced, register, unbroadcast
 
-__all__ = ["sum", "mean", "normalize_axes"]
+__all__ = ["sum", "mean", "sum_to", "broadcast_to", "normalize_axes"]
 
 
 def normalize_axes(axis, ndim, opname):
@@ -38,6 +38,10 @@ def _reduced_shape(shape, axes, keepdims):
 
 def _spread(g, shape, axes, keepdims):
     """Broadcast a reduced gradient back to ``shape`` (re-inserting the summed axes)."""
+    if is_traced(g):                       # recorded: a reshape, then the op broadcast_to
+        if not keepdims:
+            g = g.reshape(_reduced_shape(shape, axes, True))
+        return call(broadcast_to, g, shape=tuple(shape))
     if not keepdims:
         g = np.expand_dims(g, axes)
     return np.broadcast_to(g, shape)
@@ -50,6 +54,7 @@ class Sum(Op):
               \dot y = \sum_{i \in \text{axis}} \dot x_i
     """
     name = "sum"
+    higher_order = True
 
     def shape(self, x, axis=None, keepdims=False):
         return _reduced_shape(x, normalize_axes(axis, len(x), self.name), keepdims)
@@ -77,6 +82,7 @@ class Mean(Op):
     .. math:: \bar x_i = \bar y / n, \qquad \dot y = \frac{1}{n}\sum_{i \in \text{axis}} \dot x_i
     """
     name = "mean"
+    higher_order = True
 
     def shape(self, x, axis=None, keepdims=False):
         return _reduced_shape(x, normalize_axes(axis, len(x), self.name), keepdims)
@@ -97,3 +103,58 @@ class Mean(Op):
 
 
 mean = register(Mean())
+
+
+class SumTo(Op):
+    r"""Sum down to ``shape`` along the axes NumPy broadcasting would have stretched: the VJP of
+    broadcasting, as an op.
+
+    .. math:: \bar x = \mathrm{broadcast\_to}(\bar y, x.\mathrm{shape}), \qquad
+              \dot y = \mathrm{sum\_to}(\dot x, \text{shape})
+    """
+    name = "sum_to"
+    higher_order = True
+
+    def shape(self, x, shape):
+        if broadcast_shape(tuple(shape), x) != tuple(x):
+            raise ShapeError(f"sum_to: {tuple(x)} does not broadcast from {tuple(shape)}")
+        return tuple(shape)
+
+    def forward(self, x, shape):
+        return unbroadcast(x, shape), x.shape
+
+    def vjp(self, x_shape, g, shape):
+        return (call(broadcast_to, g, shape=tuple(x_shape)),)
+
+    def jvp(self, primals, tangents, shape):
+        return unbroadcast(primals[0], shape), unbroadcast(tangents[0], shape)
+
+
+sum_to = register(SumTo())
+
+
+class BroadcastTo(Op):
+    r"""NumPy's ``broadcast_to``: copy ``x`` along new leading axes and axes of length 1.
+
+    .. math:: \bar x = \mathrm{sum\_to}(\bar y, x.\mathrm{shape}), \qquad
+              \dot y = \mathrm{broadcast\_to}(\dot x, \text{shape})
+    """
+    name = "broadcast_to"
+    higher_order = True
+
+    def shape(self, x, shape):
+        if broadcast_shape(tuple(shape), x) != tuple(shape):
+            raise ShapeError(f"broadcast_to: {tuple(x)} does not broadcast to {tuple(shape)}")
+        return tuple(shape)
+
+    def forward(self, x, shape):
+        return np.broadcast_to(x, shape), x.shape
+
+    def vjp(self, x_shape, g, shape):
+        return (unbroadcast(g, x_shape),)
+
+    def jvp(self, primals, tangents, shape):
+        return np.broadcast_to(primals[0], shape), np.broadcast_to(tangents[0], shape)
+
+
+broadcast_to = register(BroadcastTo())

@@ -12,9 +12,9 @@ import numbers
 
 import numpy as np
 
-from graphm.ops.base import Op, ShapeError, format_shape, register
+from graphm.ops.base import Op, ShapeError, call, format_shape, is_traced, register
 
-__all__ = ["reshape", "permute", "index", "resolve_shape", "flatten_shape"]
+__all__ = ["reshape", "permute", "index", "index_add", "alias", "resolve_shape", "flatten_shape"]
 
 
 def resolve_shape(shape, new_shape, opname="reshape"):
@@ -58,6 +58,7 @@ class Reshape(Op):
               \dot y = \mathrm{reshape}(\dot x, \text{shape})
     """
     name = "reshape"
+    higher_order = True
 
     def shape(self, x, shape):
         return resolve_shape(x, shape)
@@ -93,6 +94,7 @@ class Permute(Op):
               \dot y = \mathrm{permute}(\dot x, \text{dims})
     """
     name = "permute"
+    higher_order = True
 
     def shape(self, x, dims):
         return tuple(x[d] for d in _check_permutation(len(x), dims))
@@ -101,7 +103,8 @@ class Permute(Op):
         return np.transpose(x, _check_permutation(x.ndim, dims)), None
 
     def vjp(self, residuals, g, dims):
-        return (np.transpose(g, np.argsort(_check_permutation(g.ndim, dims))),)
+        inverse = tuple(int(d) for d in np.argsort(_check_permutation(g.ndim, dims)))
+        return (g.permute(*inverse) if is_traced(g) else np.transpose(g, inverse),)
 
     def jvp(self, primals, tangents, dims):
         dims = _check_permutation(primals[0].ndim, dims)
@@ -125,6 +128,7 @@ class Index(Op):
               \dot y = \dot x[\text{index}]
     """
     name = "index"
+    higher_order = True
 
     def shape(self, x, index):
         # Index a zero-strided stand-in of the right shape: NumPy's own rules, no data touched.
@@ -139,15 +143,64 @@ class Index(Op):
 
     def vjp(self, residuals, g, index):
         x_shape, dtype = residuals
-        grad = np.zeros(x_shape, dtype)
-        if _is_basic(index):
-            grad[index] = g
-        else:
-            np.add.at(grad, index, g)
-        return (grad,)
+        return (call(index_add, g, index=index, shape=tuple(x_shape)),)
 
     def jvp(self, primals, tangents, index):
         return np.asarray(primals[0][index]), np.asarray(tangents[0][index])
 
 
 index = register(Index())
+
+
+class IndexAdd(Op):
+    r"""Scatter-add ``y`` into zeros of ``shape`` at ``index`` (``np.add.at``): the VJP of
+    indexing, as an op. It is linear, and its adjoint reads the entries back.
+
+    .. math:: z = 0_{\text{shape}};\ z[\text{index}] \mathrel{+}= y, \qquad
+              \bar y = \bar z[\text{index}], \qquad \dot z = \mathrm{index\_add}(\dot y)
+    """
+    name = "index_add"
+    higher_order = True
+
+    def shape(self, y, index, shape):
+        return tuple(shape)
+
+    def forward(self, y, index, shape):
+        z = np.zeros(shape, y.dtype)
+        if _is_basic(index):
+            z[index] = y
+        else:
+            np.add.at(z, index, y)
+        return z, None
+
+    def vjp(self, residuals, g, index, shape):
+        return (call(globals()["index"], g, index=index),)
+
+    def jvp(self, primals, tangents, index, shape):
+        return self.forward(primals[0], index, shape)[0], self.forward(tangents[0], index, shape)[0]
+
+
+index_add = register(IndexAdd())
+
+
+class Alias(Op):
+    r"""The identity, as a node of its own: ``graphm.vjp`` called on a Tensor differentiates
+    with respect to a fresh alias of it, so that nested derivatives never confuse whose
+    derivative is whose. :math:`\bar x = \bar y`, :math:`\dot y = \dot x`."""
+    name = "alias"
+    higher_order = True
+
+    def shape(self, x):
+        return x
+
+    def forward(self, x):
+        return x, None
+
+    def vjp(self, residuals, g):
+        return (g,)
+
+    def jvp(self, primals, tangents):
+        return primals[0], tangents[0]
+
+
+alias = register(Alias())
