@@ -1,0 +1,389 @@
+"""Derivatives of any order, eager mode: every op's VJP rule is written with graphm ops, so a
+backward sweep run with ``create_graph=True`` is recorded and can be differentiated again.
+
+Oracles: torch.autograd with create_graph=True and torch.func (hessian, jacrev, jacfwd, jvp of
+grad), all in float64.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import graphm
+import graphm.functional as GF
+from test_ops import CASES, IDS, graphm_fn, torch_fn
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as TF  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch",
+                                        "ignore::UserWarning")
+
+
+def _as_torch(arrays, requires_grad=True):
+    return [torch.tensor(a, dtype=torch.float64, requires_grad=requires_grad) for a in arrays]
+
+
+def _scalar_loss(out, weights):
+    """A loss with a non-zero Hessian for every op, linear ones included: Σ c · out²."""
+    return (weights * out * out).sum()
+
+
+def _graphm_grads(loss, inputs, create_graph):
+    return graphm.autograd.grad(loss, inputs, create_graph=create_graph, allow_unused=True)
+
+
+def _zeros_for_none(grads, like):
+    return [np.zeros_like(a) if g is None else np.asarray(g.detach().numpy() if hasattr(g, "detach")
+                                                              else g)
+            for g, a in zip(grads, like)]
+
+
+def _graphm_hvp(case, arrays, weights, vectors):
+    inputs = [graphm.tensor(a, requires_grad=True) for a in arrays]
+    loss = _scalar_loss(graphm_fn(case)(*inputs), weights)
+    grads = _graphm_grads(loss, inputs, create_graph=True)
+    inner = None
+    for g, v in zip(grads, vectors):
+        if g is not None and g.requires_grad:
+            term = (g * v).sum()
+            inner = term if inner is None else inner + term
+    first = _zeros_for_none([None if g is None else g.data for g in grads], arrays)
+    if inner is None:
+        return first, [np.zeros_like(a) for a in arrays]
+    hvp = graphm.autograd.grad(inner, inputs, allow_unused=True)
+    return first, _zeros_for_none([None if h is None else h.data for h in hvp], arrays)
+
+
+def _torch_hvp(case, arrays, weights, vectors):
+    inputs = _as_torch(arrays)
+    loss = _scalar_loss(torch_fn(case)(*inputs), torch.from_numpy(weights))
+    grads = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
+    inner = sum((g * torch.from_numpy(v)).sum() for g, v in zip(grads, vectors)
+                if g is not None and g.requires_grad)
+    first = [np.zeros_like(a) if g is None else g.detach().numpy() for g, a in zip(grads, arrays)]
+    if not torch.is_tensor(inner):
+        return first, [np.zeros_like(a) for a in arrays]
+    hvp = torch.autograd.grad(inner, inputs, allow_unused=True)
+    return first, [np.zeros_like(a) if h is None else h.numpy() for h, a in zip(hvp, arrays)]
+
+
+def _weights_and_vectors(case, arrays, seed=1):
+    rng = np.random.default_rng(seed)
+    out = graphm_fn(case)(*[graphm.tensor(a) for a in arrays])
+    weights = rng.standard_normal(out.shape)
+    vectors = [rng.standard_normal(a.shape) for a in arrays]
+    return weights, vectors
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_hessian_vector_product_matches_torch(case):
+    """Reverse over reverse (double backward) against torch.autograd, for every op."""
+    arrays = case.arrays()
+    weights, vectors = _weights_and_vectors(case, arrays)
+    first, hvp = _graphm_hvp(case, arrays, weights, vectors)
+    first_t, hvp_t = _torch_hvp(case, arrays, weights, vectors)
+    for a, b in zip(first, first_t):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+    for a, b in zip(hvp, hvp_t):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid", "softplus", "div", "pow3",
+                                  "matmul", "softmax", "cross_entropy_options", "conv2d",
+                                  "conv_transpose2d", "max_pool2d_options", "linear"])
+def test_third_order_matches_torch(name):
+    """∇³L[v, v] by three reverse sweeps, against torch (whose own third derivative of a
+    conv_transpose with output_padding fails, so that case is left to the HVP tests)."""
+    case = next(c for c in CASES if c.name == name)
+    arrays = case.arrays()
+    weights, vectors = _weights_and_vectors(case, arrays, seed=2)
+
+    def third(inputs, fn, grad, tensor):
+        loss = _scalar_loss(fn(*inputs), tensor(weights))
+        g1 = grad(loss, inputs, create_graph=True, allow_unused=True)
+        s1 = sum((g * tensor(v)).sum() for g, v in zip(g1, vectors) if g is not None)
+        g2 = grad(s1, inputs, create_graph=True, allow_unused=True)
+        s2 = sum((g * tensor(v)).sum() for g, v in zip(g2, vectors)
+                 if g is not None and g.requires_grad)
+        if isinstance(s2, int):
+            return [np.zeros_like(a) for a in arrays]
+        g3 = grad(s2, inputs, allow_unused=True)
+        return [np.zeros_like(a) if g is None else np.array(g.detach().numpy())
+                for g, a in zip(g3, arrays)]
+
+    ours = third([graphm.tensor(a, requires_grad=True) for a in arrays], graphm_fn(case),
+                 graphm.autograd.grad, lambda a: a)
+    theirs = third(_as_torch(arrays), torch_fn(case), torch.autograd.grad, torch.from_numpy)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Convolution geometries: the table closes under differentiation
+# ------------------------------------------------------------------------------------------------
+
+CONV_CONFIGS = [
+    # (d, transpose, in_channels, out_channels, spatial, kernel, kwargs, batched)
+    (1, False, 2, 3, (7,), (3,), dict(stride=2, padding=1), True),
+    (1, False, 2, 2, (6,), (2,), dict(padding="same"), True),          # asymmetric 'same'
+    (1, False, 2, 4, (9,), (3,), dict(stride=3, dilation=2, groups=2), False),
+    (2, False, 2, 3, (5, 6), (3, 2), dict(stride=(2, 1), padding=(1, 0)), True),
+    (2, False, 2, 2, (4, 5), (2, 2), dict(padding="same", dilation=(1, 2)), False),
+    (2, False, 4, 2, (5, 5), (2, 3), dict(stride=2, groups=2), True),
+    (3, False, 2, 2, (3, 4, 3), (2, 2, 2), dict(padding=1, stride=(1, 2, 1)), True),
+    (1, True, 3, 2, (4,), (3,), dict(stride=2, padding=1, output_padding=1), True),
+    (1, True, 2, 2, (4,), (2,), dict(stride=1, dilation=3, output_padding=2), True),  # op >= s
+    (2, True, 4, 2, (3, 3), (2, 2), dict(stride=2, groups=2, dilation=(1, 2)), True),
+    (2, True, 2, 3, (3, 2), (3, 2), dict(stride=(2, 1), padding=(1, 0),
+                                         output_padding=(1, 0)), False),
+    (3, True, 2, 2, (2, 3, 2), (2, 2, 2), dict(stride=(1, 2, 1), padding=(0, 1, 0)), False),
+]
+
+
+def _conv_case(config):
+    d, transpose, cin, cout, spatial, kernel, kwargs, batched = config
+    groups = kwargs.get("groups", 1)
+    x_shape = ((2,) if batched else ()) + (cin,) + spatial
+    w_shape = ((cin, cout // groups) if transpose else (cout, cin // groups)) + kernel
+    name = f"conv_transpose{d}d" if transpose else f"conv{d}d"
+    return name, x_shape, w_shape, cout, kwargs
+
+
+@pytest.mark.parametrize("config", CONV_CONFIGS, ids=[str(i) for i in range(len(CONV_CONFIGS))])
+def test_conv_second_derivatives_match_torch(config):
+    """HVP of Σ c·conv(x, w, b)² in (x, w, b) against torch: rules that are conv_transpose,
+    conv and conv_weight_grad of each other, over stride, padding, dilation, groups."""
+    name, x_shape, w_shape, cout, kwargs = _conv_case(config)
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(x_shape), rng.standard_normal(w_shape),
+              rng.standard_normal(cout)]
+
+    def run(F, tensor, grad, inputs):
+        out = getattr(F, name)(*inputs, **kwargs)
+        weights = tensor(np.random.default_rng(4).standard_normal(tuple(out.shape)))
+        loss = (weights * out * out).sum() + (out * out * out).sum()
+        grads = grad(loss, inputs, create_graph=True)
+        vectors = [tensor(np.random.default_rng(5 + i).standard_normal(a.shape))
+                   for i, a in enumerate(arrays)]
+        inner = sum((g * v).sum() for g, v in zip(grads, vectors))
+        return [np.array(g.detach().numpy()) for g in grads], \
+            [np.array(h.detach().numpy()) for h in grad(inner, inputs)]
+
+    first, hvp = run(GF, lambda a: a, graphm.autograd.grad,
+                     [graphm.tensor(a, requires_grad=True) for a in arrays])
+    first_t, hvp_t = run(TF, torch.from_numpy, torch.autograd.grad, _as_torch(arrays))
+    for a, b in zip(first + hvp, first_t + hvp_t):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_conv_weight_grad_is_an_op_with_its_own_derivatives():
+    """F.conv_weight_grad on Tensors is recorded; its VJPs are conv_transpose and conv."""
+    rng = np.random.default_rng(6)
+    x, g = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((2, 4, 4, 6))
+    kwargs = dict(stride=(2, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    xs, gs = graphm.tensor(x, requires_grad=True), graphm.tensor(g, requires_grad=True)
+    out = GF.conv_weight_grad(xs, (4, 3, 3, 3), gs, **kwargs)
+    assert out.grad_fn == "conv_weight_grad"
+    w_bar = rng.standard_normal(out.shape)
+    gx, gg = graphm.autograd.grad(out, (xs, gs), grad_outputs=w_bar)
+    xt, gt = _as_torch([x, g])
+    ref = torch.nn.grad.conv2d_weight(xt, (4, 3, 3, 3), gt, **kwargs)
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-10)
+    gx_t, gg_t = torch.autograd.grad(ref, (xt, gt), torch.from_numpy(w_bar))
+    np.testing.assert_allclose(gx.data, gx_t.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gg.data, gg_t.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# Transforms compose: grad of grad, jvp of grad, jacrev, jacfwd, hessian
+# ------------------------------------------------------------------------------------------------
+
+def _small_loss(F):
+    def loss(x, w):
+        y = F.conv2d(x, w, padding=1)
+        return (F.softplus(y) * y).sum() + (x * x * w.sum()).sum()
+    return loss
+
+
+X = np.random.default_rng(7).standard_normal((1, 2, 3, 3))
+WEIGHT = np.random.default_rng(8).standard_normal((2, 2, 2, 2))
+
+
+def test_hessian_matches_torch_func_and_is_symmetric():
+    ours = graphm.hessian(_small_loss(GF))(X, WEIGHT)
+    theirs = torch.func.hessian(_small_loss(TF))(*_as_torch([X, WEIGHT], False))
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-9, atol=1e-10)
+    flat = ours.reshape(X.size, X.size)
+    np.testing.assert_allclose(flat, flat.T, rtol=1e-10, atol=1e-12)
+
+
+def test_hessian_with_respect_to_several_arguments():
+    ours = graphm.hessian(_small_loss(GF), argnums=(0, 1))(X, WEIGHT)
+    theirs = torch.func.hessian(_small_loss(TF), argnums=(0, 1))(*_as_torch([X, WEIGHT], False))
+    for i in range(2):
+        for j in range(2):
+            np.testing.assert_allclose(ours[i][j], theirs[i][j].numpy(), rtol=1e-9, atol=1e-10)
+
+
+def test_forward_over_reverse_equals_reverse_over_reverse_and_torch():
+    v = np.random.default_rng(9).standard_normal(X.shape)
+    loss = _small_loss(GF)
+    _, fwd_rev = graphm.jvp(graphm.grad(loss), (X, WEIGHT), (v, np.zeros_like(WEIGHT)))
+    rev_rev = graphm.grad(lambda x, w: (graphm.grad(loss)(x, w) * v).sum())(X, WEIGHT)
+    rev_fwd = graphm.grad(lambda x, w: graphm.jvp(loss, (x, w), (v, np.zeros_like(WEIGHT)))[1])(
+        X, WEIGHT)
+    xt, wt = _as_torch([X, WEIGHT], False)
+    _, torch_hvp = torch.func.jvp(torch.func.grad(_small_loss(TF)), (xt, wt),
+                                  (torch.from_numpy(v), torch.zeros_like(wt)))
+    np.testing.assert_allclose(fwd_rev, torch_hvp.numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(rev_rev, fwd_rev, rtol=1e-10, atol=1e-11)
+    np.testing.assert_allclose(rev_fwd, fwd_rev, rtol=1e-10, atol=1e-11)
+
+
+def test_hessian_vector_products_are_symmetric():
+    """⟨Hv, w⟩ = ⟨v, Hw⟩."""
+    rng = np.random.default_rng(10)
+    v, w = rng.standard_normal(X.shape), rng.standard_normal(X.shape)
+    grad_x = graphm.grad(lambda x: _small_loss(GF)(x, WEIGHT))
+    _, hv = graphm.jvp(grad_x, (X,), (v,))
+    _, hw = graphm.jvp(grad_x, (X,), (w,))
+    assert np.isclose(np.vdot(hv, w), np.vdot(v, hw), rtol=1e-10)
+
+
+def test_jacrev_and_jacfwd_match_torch_func():
+    def f(F):
+        return lambda x, w: F.conv1d(x, w, stride=2).tanh()
+    x, w = np.random.default_rng(11).standard_normal((2, 5)), \
+        np.random.default_rng(12).standard_normal((3, 2, 2))
+    xt, wt = _as_torch([x, w], False)
+    for ours, theirs in ((graphm.jacrev, torch.func.jacrev), (graphm.jacfwd, torch.func.jacfwd)):
+        for argnums in (0, 1, (0, 1)):
+            got = ours(f(GF), argnums)(x, w)
+            expected = theirs(f(TF), argnums)(xt, wt)
+            got = got if isinstance(got, tuple) else (got,)
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            for a, b in zip(got, expected):
+                np.testing.assert_allclose(a, b.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_vjp_of_grad():
+    loss = _small_loss(GF)
+    grad_fn = graphm.grad(loss)
+    g, vjp_fn = graphm.vjp(grad_fn, X, WEIGHT)
+    np.testing.assert_allclose(g, grad_fn(X, WEIGHT))
+    cot = np.random.default_rng(13).standard_normal(X.shape)
+    hx, hw = vjp_fn(cot)
+    xt, wt = _as_torch([X, WEIGHT])
+    gt = torch.autograd.grad(_small_loss(TF)(xt, wt), xt, create_graph=True)[0]
+    hx_t, hw_t = torch.autograd.grad(gt, (xt, wt), torch.from_numpy(cot))
+    np.testing.assert_allclose(hx, hx_t.numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(hw, hw_t.numpy(), rtol=1e-9, atol=1e-10)
+
+
+def test_third_derivative_of_a_scalar_function():
+    f = lambda x: (x.exp() * x * x).sum()          # noqa: E731
+    third = graphm.grad(lambda x: graphm.grad(lambda y: graphm.grad(f)(y).sum())(x).sum())
+    x = np.array([0.3, -1.2])
+    np.testing.assert_allclose(third(x), np.exp(x) * (x * x + 6 * x + 6), rtol=1e-12)
+
+
+@pytest.mark.parametrize("x0", [-1.5, 0.0, 2.0])
+def test_no_perturbation_confusion(x0):
+    """d/dx [x · d/dy (x + y)] = 1 at any x, with forward and with reverse modes nested."""
+    def jvp_outer(x):
+        inner = graphm.jvp(lambda y: x + y, (np.array(1.0),), (np.array(1.0),))[1]
+        return x * inner
+
+    _, forward = graphm.jvp(jvp_outer, (np.array(x0),), (np.array(1.0),))
+    assert forward == pytest.approx(1.0)
+    reverse = graphm.grad(lambda x: x * graphm.grad(lambda y: x + y)(np.array(1.0)))(
+        np.array(x0))
+    assert reverse == pytest.approx(1.0)
+    # the inner function's argument is the outer one: still d/dx [x · ∂/∂y (x·y)|_{y=x}] = 1
+    same = graphm.grad(lambda x: graphm.grad(lambda y: x * y)(x))(np.array(x0))
+    assert same == pytest.approx(1.0)
+    _, mixed = graphm.jvp(lambda x: x * graphm.jvp(lambda y: x * y, (x,), (np.array(1.0),))[1],
+                          (np.array(x0),), (np.array(1.0),))
+    assert mixed == pytest.approx(2 * x0)          # d/dx [x · x] = 2x
+
+
+# ------------------------------------------------------------------------------------------------
+# Eager: backward(create_graph=True) and graphm.autograd.grad
+# ------------------------------------------------------------------------------------------------
+
+def test_backward_with_create_graph_leaves_differentiable_grads():
+    x = graphm.tensor([0.5, -1.0, 2.0], requires_grad=True, dtype=np.float64)
+    (x.tanh() * x).sum().backward(create_graph=True)
+    assert isinstance(x.grad, graphm.Tensor) and x.grad.requires_grad
+    (hess_diag,) = graphm.autograd.grad(x.grad.sum(), x)
+    xt = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    (xt.tanh() * xt).sum().backward(create_graph=True)
+    (expected,) = torch.autograd.grad(xt.grad.sum(), xt)
+    np.testing.assert_allclose(x.grad.data, xt.grad.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(hess_diag.data, expected.numpy(), rtol=1e-12)
+
+
+def test_autograd_grad_without_create_graph_and_its_errors():
+    x = graphm.tensor([1.0, 2.0], requires_grad=True)
+    y = graphm.tensor([3.0], requires_grad=True)
+    out = (x * x).sum()
+    (g,) = graphm.autograd.grad(out, x, retain_graph=True)
+    assert not g.requires_grad and x.grad is None
+    np.testing.assert_allclose(g.data, [2.0, 4.0])
+    with pytest.raises(RuntimeError, match="not used"):
+        graphm.autograd.grad(out, (x, y), retain_graph=True)
+    assert graphm.autograd.grad(out, (x, y), allow_unused=True)[1] is None
+    with pytest.raises(RuntimeError, match="scalar outputs"):
+        graphm.autograd.grad(x * 2, x)
+
+
+def test_clear_errors_for_bad_use():
+    with pytest.raises(TypeError, match="one-element"):
+        graphm.grad(graphm.grad(lambda x: (x * x).sum()))(np.ones(3))   # the inner grad is a vector
+    with pytest.raises(TypeError, match="dtype int64"):
+        graphm.hessian(lambda x: (x * x).sum())(np.ones(3, np.int64))
+    with pytest.raises(TypeError, match="must return"):
+        graphm.jacrev(lambda x: x.numpy())(np.ones(3))
+
+
+def test_create_graph_refuses_an_op_without_higher_order_rules():
+    op = graphm.ops.OPS["exp"]
+    x = graphm.tensor([1.0], requires_grad=True)
+    y = x.exp().sum()
+    try:
+        op.higher_order = False
+        with pytest.raises(NotImplementedError, match="'exp'"):
+            graphm.autograd.grad(y, x, create_graph=True)
+    finally:
+        op.higher_order = True
+
+
+# ------------------------------------------------------------------------------------------------
+# A small CNN: conv, relu, pool, linear, cross-entropy
+# ------------------------------------------------------------------------------------------------
+
+def _cnn(F):
+    labels = np.array([1, 0, 2])
+
+    def loss(conv_weight, linear_weight, images, conv_bias, linear_bias):
+        y = F.relu(F.conv2d(images, conv_weight, conv_bias, padding=1))
+        y = F.max_pool2d(y, 2)
+        y = F.linear(y.reshape(3, -1), linear_weight, linear_bias)
+        target = labels if F is GF else torch.from_numpy(labels)
+        return F.cross_entropy(y, target)
+    return loss
+
+
+def test_small_cnn_hessian_matches_torch_func():
+    rng = np.random.default_rng(14)
+    params = [rng.standard_normal((2, 1, 3, 3)) * 0.5, rng.standard_normal((3, 8)) * 0.5,
+              rng.standard_normal((3, 1, 4, 4)), rng.standard_normal(2) * 0.1,
+              rng.standard_normal(3) * 0.1]
+    ours = graphm.hessian(_cnn(GF), argnums=(0, 1))(*params)
+    theirs = torch.func.hessian(_cnn(TF), argnums=(0, 1))(*_as_torch(params, False))
+    for i in range(2):
+        for j in range(2):
+            np.testing.assert_allclose(ours[i][j], theirs[i][j].numpy(), rtol=1e-8, atol=1e-10)
