@@ -16,7 +16,7 @@ The layers, bottom to top (nothing imports upward)::
 from graphm._config import get_num_threads, openmp_enabled, set_num_threads
 from graphm import spec, functional
 from graphm.ops import ShapeError
-from graphm.tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
+from graphm.tensor import Tensor, arange, enable_grad, from_numpy, is_grad_enabled, no_grad, ones, rand, randn, tensor, zeros  # noqa: E501
 from graphm.graph import GraphM
 from graphm.transforms import grad, hessian, jacfwd, jacrev, jvp, value_and_grad, vjp
 from graphm import testing

@@ -23,10 +23,12 @@ import weakref
 import numpy as np
 
 from graphm import ops
+from graphm._random import default_generator
 from graphm.functional import _dispatch
 from graphm.ops.base import FLOAT_DTYPES
 
-__all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
+__all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "zeros", "ones",
+           "rand", "randn", "arange", "from_numpy"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -416,6 +418,70 @@ class Tensor:
         """A Tensor sharing the values, cut from the tape (no gradient flows through it)."""
         return Tensor._wrap(self.data)
 
+    def to(self, target):
+        """``x.to(dtype)`` converts (float32 <-> float64, recorded); ``x.to("cpu")`` is ``x``:
+        graphm runs on the CPU only."""
+        if isinstance(target, str) and (target == "cpu" or target.startswith("cpu:")):
+            return self
+        try:
+            dtype = np.dtype(target)
+        except TypeError:
+            dtype = None
+        if dtype is None or isinstance(target, str) and target in ("cuda", "mps", "meta") \
+                or isinstance(target, str) and ":" in target:
+            raise ValueError(f"to({target!r}): graphm runs on the CPU only; use 'cpu' or a "
+                             "dtype (float32, float64)")
+        if dtype == self.dtype:
+            return self
+        if self.dtype in FLOAT_DTYPES and dtype in FLOAT_DTYPES:
+            return apply(ops.cast, (self,), {"dtype": dtype.name})
+        return Tensor._wrap(self.data.astype(dtype))           # integers: no gradient
+
+    def float(self):
+        """As float32 (a recorded conversion, as ``torch.Tensor.float``)."""
+        return self.to(np.float32)
+
+    def double(self):
+        """As float64 (a recorded conversion, as ``torch.Tensor.double``)."""
+        return self.to(np.float64)
+
+    def argmax(self, dim=None, keepdim=False):
+        """Index of the largest entry (over all entries when ``dim`` is None), int64."""
+        if dim is None:
+            return Tensor._wrap(np.asarray(np.argmax(self.data), dtype=np.int64))
+        return Tensor._wrap(np.argmax(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+
+    def argmin(self, dim=None, keepdim=False):
+        """Index of the smallest entry (over all entries when ``dim`` is None), int64."""
+        if dim is None:
+            return Tensor._wrap(np.asarray(np.argmin(self.data), dtype=np.int64))
+        return Tensor._wrap(np.argmin(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
+
+    def max(self, dim=None, keepdim=False):
+        """The largest entry, or ``(values, indices)`` along ``dim``, as ``torch.max``. The
+        values are read with an indexing op, so the gradient goes to the winner."""
+        return self._extreme(np.argmax, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        """The smallest entry, or ``(values, indices)`` along ``dim``, as ``torch.min``."""
+        return self._extreme(np.argmin, dim, keepdim)
+
+    def _extreme(self, arg, dim, keepdim):
+        if dim is None:
+            if self.data.size == 0:
+                raise RuntimeError("max()/min() of an empty Tensor")
+            return self[np.unravel_index(int(arg(self.data)), self.shape)]
+        dim = dim % max(self.ndim, 1)
+        winners = arg(self.data, axis=dim)
+        grid = list(np.indices(winners.shape, sparse=True))
+        index = tuple(grid[:dim]) + (winners,) + tuple(grid[dim:])
+        values = self[index]
+        indices = winners.astype(np.int64)
+        if keepdim:
+            values = values.reshape(tuple(np.expand_dims(winners, dim).shape))
+            indices = np.expand_dims(indices, dim)
+        return _MinMax((values, Tensor._wrap(indices)))
+
     def requires_grad_(self, requires_grad=True):
         """Set ``requires_grad`` on a leaf, in place; returns the Tensor."""
         if requires_grad and self.data.dtype not in FLOAT_DTYPES:
@@ -603,6 +669,58 @@ class Tensor:
 def tensor(data, requires_grad=False, dtype=None):
     """Make a Tensor (copying ``data``), as ``torch.tensor``. See :class:`Tensor`."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+class _MinMax(tuple):
+    """``(values, indices)`` from ``max(dim)``/``min(dim)``, readable by name as in PyTorch."""
+
+    values = property(lambda self: self[0])
+    indices = property(lambda self: self[1])
+
+
+def _size(size):
+    return _shape_arguments(size)
+
+
+def _made(array, dtype, requires_grad):
+    return Tensor(array, requires_grad=requires_grad,
+                  dtype=np.float32 if dtype is None else dtype)
+
+
+def zeros(*size, dtype=None, requires_grad=False):
+    """A Tensor of zeros (float32 unless ``dtype`` says otherwise), as ``torch.zeros``."""
+    return _made(np.zeros(_size(size)), dtype, requires_grad)
+
+
+def ones(*size, dtype=None, requires_grad=False):
+    """A Tensor of ones (float32 unless ``dtype`` says otherwise), as ``torch.ones``."""
+    return _made(np.ones(_size(size)), dtype, requires_grad)
+
+
+def rand(*size, dtype=None, requires_grad=False, generator=None):
+    """Uniform on [0, 1), drawn from the ``graphm.manual_seed`` generator (or ``generator``)."""
+    rng = default_generator() if generator is None else generator
+    return _made(rng.random(_size(size)), dtype, requires_grad)
+
+
+def randn(*size, dtype=None, requires_grad=False, generator=None):
+    """Standard normal, drawn from the ``graphm.manual_seed`` generator (or ``generator``)."""
+    rng = default_generator() if generator is None else generator
+    return _made(rng.standard_normal(_size(size)), dtype, requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, requires_grad=False):
+    """``start, start + step, ...`` below ``end``, as ``torch.arange`` (int64 for integer
+    arguments, float32 otherwise, unless ``dtype`` is given)."""
+    values = np.arange(start, end, step) if end is not None else np.arange(start)
+    return Tensor(values, requires_grad=requires_grad, dtype=dtype)
+
+
+def from_numpy(array):
+    """A Tensor holding ``array`` itself (shared, not copied), as ``torch.from_numpy``."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a NumPy array, got {type(array).__name__}")
+    return Tensor._wrap(array)
 
 
 def _python_number(value, what):

@@ -387,3 +387,53 @@ def test_small_cnn_hessian_matches_torch_func():
     for i in range(2):
         for j in range(2):
             np.testing.assert_allclose(ours[i][j], theirs[i][j].numpy(), rtol=1e-8, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------
+# The PyTorch surface of a Tensor
+# ------------------------------------------------------------------------------------------------
+
+def test_conversions_and_devices():
+    x = graphm.tensor([1.0, -2.0], requires_grad=True)
+    y = x.double()
+    assert y.dtype == np.float64 and y.grad_fn == "cast"
+    (y * y).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad, [2.0, -4.0])
+    assert x.to("cpu") is x and x.float() is x and x.to(np.float64).dtype == np.float64
+    with pytest.raises(ValueError, match="CPU only"):
+        x.to("cuda")
+    assert x.numel() == 2 and x.detach().requires_grad is False
+    assert x.tolist() == [1.0, -2.0] and x[0].item() == 1.0
+
+
+def test_max_min_argmax_like_torch():
+    data = np.random.default_rng(15).standard_normal((3, 4))
+    x, xt = graphm.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+    assert x.argmax().item() == xt.argmax().item()
+    np.testing.assert_array_equal(x.argmax(1).numpy(), xt.argmax(1).numpy())
+    np.testing.assert_array_equal(x.argmin(0, keepdim=True).numpy(),
+                                  xt.argmin(0, keepdim=True).numpy())
+    for name in ("max", "min"):
+        values, indices = getattr(x, name)(1, keepdim=True)
+        expected = getattr(xt, name)(1, keepdim=True)
+        np.testing.assert_allclose(values.data, expected.values.detach().numpy())
+        np.testing.assert_array_equal(indices.numpy(), expected.indices.numpy())
+        (values * values).sum().backward()
+        (expected.values * expected.values).sum().backward()
+        assert getattr(x, name)().item() == getattr(xt, name)().item()
+    np.testing.assert_allclose(x.grad, xt.grad.numpy())
+
+
+def test_factories_draw_from_the_manual_seed_generator():
+    graphm.manual_seed(3)
+    a = graphm.randn(2, 3)
+    graphm.manual_seed(3)
+    b = graphm.randn((2, 3))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert a.dtype == np.float32 and graphm.rand(4, dtype=np.float64).dtype == np.float64
+    assert graphm.zeros(2, 2).numpy().sum() == 0 and graphm.ones(3).numpy().sum() == 3
+    assert graphm.arange(5).dtype == np.int64 and graphm.arange(0.0, 1.0, 0.5).tolist() == [0, 0.5]
+    array = np.ones(3)
+    assert graphm.from_numpy(array).numpy() is array
+    assert graphm.ones(2, requires_grad=True).requires_grad

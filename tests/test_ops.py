@@ -359,6 +359,7 @@ def test_every_registered_op_is_exercised():
                     for extra in live[1:]:
                         out = out + extra
         graphm.grad(lambda x: graphm.grad(lambda y: (y * y).sum())(x).sum())(np.ones(2))
+        graphm.tensor(np.ones(2, np.float32)).double()
     finally:
         graphm.ops.Op.infer = original
     assert seen == set(graphm.ops.OPS), set(graphm.ops.OPS) - seen

@@ -16,7 +16,7 @@ module             ops
 ``arithmetic``     add, sub, mul, div, neg, pow, exp, log, matmul
 ``activation``     relu, sigmoid, tanh, softplus
 ``reduction``      sum, mean, sum_to, broadcast_to
-``shape``          reshape, permute, index, index_add, alias
+``shape``          reshape, permute, index, index_add, alias, cast
 ``pool``           max_pool, avg_pool (1-3 spatial axes) and their adjoints max_pool_scatter,
                    max_pool_gather, avg_pool_transpose
 ``nn``             linear, softmax, log_softmax, cross_entropy, nll_loss, mse_loss
@@ -28,7 +28,7 @@ from graphm.ops.base import OPS, Op, ShapeError, format_shape
 from graphm.ops.arithmetic import add, div, exp, log, matmul, mul, neg, pow, sub
 from graphm.ops.activation import relu, sigmoid, softplus, tanh
 from graphm.ops.reduction import broadcast_to, mean, sum, sum_to
-from graphm.ops.shape import (alias, flatten_shape, index, index_add, permute, reshape,
+from graphm.ops.shape import (alias, cast, flatten_shape, index, index_add, permute, reshape,
                               resolve_shape)
 from graphm.ops.pool import (avg_pool, avg_pool_transpose, max_pool, max_pool_gather,
                              max_pool_scatter)
@@ -42,5 +42,5 @@ __all__ = ["OPS", "Op", "ShapeError", "format_shape", "bind", "BINDINGS",
            "reshape", "permute", "index", "flatten_shape", "resolve_shape",
            "max_pool", "avg_pool", "linear", "softmax", "log_softmax",
            "cross_entropy", "nll_loss", "mse_loss", "conv", "conv_transpose",
-           "conv_weight_grad", "sum_to", "broadcast_to", "index_add", "alias",
+           "conv_weight_grad", "sum_to", "broadcast_to", "index_add", "alias", "cast",
            "max_pool_scatter", "max_pool_gather", "avg_pool_transpose"]

@@ -12,9 +12,9 @@ import numbers
 
 import numpy as np
 
-from graphm.ops.base import Op, ShapeError, call, format_shape, is_traced, register
+from graphm.ops.base import FLOAT_DTYPES, Op, ShapeError, call, format_shape, is_traced, register
 
-__all__ = ["reshape", "permute", "index", "index_add", "alias", "resolve_shape", "flatten_shape"]
+__all__ = ["reshape", "permute", "index", "index_add", "alias", "cast", "resolve_shape", "flatten_shape"]
 
 
 def resolve_shape(shape, new_shape, opname="reshape"):
@@ -204,3 +204,34 @@ class Alias(Op):
 
 
 alias = register(Alias())
+
+
+class Cast(Op):
+    r"""Convert between float32 and float64 (``x.float()``, ``x.double()``, ``x.to(dtype)``).
+
+    .. math:: \bar x = \mathrm{cast}(\bar y, x.\mathrm{dtype}), \qquad
+              \dot y = \mathrm{cast}(\dot x, \text{dtype})
+    """
+    name = "cast"
+    higher_order = True
+
+    def dtype(self, x, dtype):
+        if np.dtype(x) not in FLOAT_DTYPES or np.dtype(dtype) not in FLOAT_DTYPES:
+            raise TypeError(f"cast: only float32 <-> float64 conversions are differentiable, "
+                            f"got {np.dtype(x)} -> {np.dtype(dtype)}")
+        return np.dtype(dtype)
+
+    def shape(self, x, dtype):
+        return x
+
+    def forward(self, x, dtype):
+        return x.astype(dtype), x.dtype.name
+
+    def vjp(self, x_dtype, g, dtype):
+        return (call(cast, g, dtype=x_dtype),)
+
+    def jvp(self, primals, tangents, dtype):
+        return primals[0].astype(dtype), tangents[0].astype(dtype)
+
+
+cast = register(Cast())
