@@ -123,12 +123,57 @@ def torch_step(x, labels, params):
     return step
 
 
+def graphm_hvp_step(x, labels, params, vectors):
+    """Hessian-vector product of the loss w.r.t. every parameter, forward over reverse."""
+    names = list(params)
+
+    def loss(*values):
+        return lenet(graphm.tensor(x), dict(zip(names, values)), labels)
+
+    grad = graphm.grad(loss, argnums=tuple(range(len(names))))
+    primals = tuple(params[n] for n in names)
+    tangents = tuple(vectors[n] for n in names)
+
+    def step():
+        _, hvp = graphm.jvp(grad, primals, tangents)
+        return dict(zip(names, hvp))
+    return step
+
+
+def torch_hvp_step(x, labels, params, vectors):
+    import torch
+    import torch.nn.functional as TF
+    names = list(params)
+    x_tensor, labels_tensor = torch.from_numpy(x), torch.from_numpy(labels)
+
+    def loss(*values):
+        p = dict(zip(names, values))
+        h = TF.max_pool2d(TF.relu(TF.conv2d(x_tensor, p["conv1.weight"], p["conv1.bias"],
+                                            padding=2)), 2)
+        h = TF.max_pool2d(TF.relu(TF.conv2d(h, p["conv2.weight"], p["conv2.bias"])), 2)
+        h = h.flatten(1)
+        h = TF.relu(TF.linear(h, p["fc1.weight"], p["fc1.bias"]))
+        h = TF.relu(TF.linear(h, p["fc2.weight"], p["fc2.bias"]))
+        return TF.cross_entropy(TF.linear(h, p["fc3.weight"], p["fc3.bias"]), labels_tensor)
+
+    grad = torch.func.grad(loss, argnums=tuple(range(len(names))))
+    primals = tuple(torch.from_numpy(params[n]) for n in names)
+    tangents = tuple(torch.from_numpy(vectors[n]) for n in names)
+
+    def step():
+        _, hvp = torch.func.jvp(grad, primals, tangents)
+        return {n: h.numpy() for n, h in zip(names, hvp)}
+    return step
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--show-program", action="store_true", help="print the SSA program")
+    parser.add_argument("--no-hvp", action="store_true",
+                        help="skip the Hessian-vector product row")
     args = parser.parse_args(argv)
 
     import torch
@@ -159,10 +204,33 @@ def main(argv=None):
         ratio = seconds / times["pytorch"]
         verdict = "" if mode == "pytorch" else ("  ok (<= 2x)" if ratio <= 2 else "  over 2x")
         print(f"{mode:<18}{seconds * 1e3:>12.2f}{ratio:>11.2f}x{verdict}")
+    figures = {"threads": args.threads, "repeats": args.repeats, "seconds": times}
+    if not args.no_hvp:
+        rng = np.random.default_rng(1)
+        vectors = {n: rng.standard_normal(v.shape).astype(np.float32) for n, v in params.items()}
+        hvp_eager = graphm_hvp_step(x, labels, params, vectors)
+        hvp_torch = torch_hvp_step(x, labels, params, vectors)
+        ours, theirs = hvp_eager(), hvp_torch()
+        for name in params:
+            scale = max(1.0, float(np.abs(theirs[name]).max()))
+            np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-2, atol=1e-3 * scale,
+                                       err_msg=f"Hessian-vector product of {name}")
+        hvp_times = median_times({"pytorch": hvp_torch, "graphm eager": hvp_eager},
+                                 max(3, args.repeats // 3))
+        print(f"\nHessian-vector product of the loss w.r.t. every parameter "
+              f"(torch.func.jvp(torch.func.grad) vs graphm.jvp(graphm.grad)), median of "
+              f"{max(3, args.repeats // 3)}")
+        print(f"{'mode':<18}{'ms / HVP':>12}{'vs PyTorch':>12}")
+        for mode, seconds in hvp_times.items():
+            ratio = seconds / hvp_times["pytorch"]
+            verdict = "" if mode == "pytorch" else (
+                "  ok (<= 1.5x)" if ratio <= 1.5 else "  over 1.5x")
+            print(f"{mode:<18}{seconds * 1e3:>12.2f}{ratio:>11.2f}x{verdict}")
+        print(f"{'graphm compiled':<18}{'n/a':>12}  (a Program's derivative is not a Program yet)")
+        figures["hvp_seconds"] = hvp_times
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"threads": args.threads, "repeats": args.repeats,
-                       "seconds": times}, handle, indent=2)
+            json.dump(figures, handle, indent=2)
 
 
 if __name__ == "__main__":
