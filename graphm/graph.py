@@ -136,8 +136,43 @@ class Var:
     def __neg__(self):
         return self.graph.neg(self)
 
+    def __pos__(self):
+        return self
+
     def __pow__(self, exponent):
         return self.graph.pow(self, exponent)
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d Var")
+        return self.shape[0]
+
+    def numel(self):
+        """The number of entries (known when the graph is built)."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def to(self, target):
+        """``v.to(dtype)`` converts float32 <-> float64 (the op ``cast``); ``v.to("cpu")`` is
+        ``v``: graphm runs on the CPU only."""
+        if isinstance(target, str) and (target == "cpu" or target.startswith("cpu:")):
+            return self
+        try:
+            dtype = np.dtype(target)
+        except TypeError:
+            raise ValueError(f"to({target!r}): graphm runs on the CPU only; use 'cpu' or a "
+                             "dtype (float32, float64)") from None
+        if dtype == self.dtype:
+            return self
+        return self.graph._add(ops.cast, (self,), {"dtype": dtype.name})
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
 
     def __getitem__(self, index):
         return self.graph.index(self, index)

@@ -437,3 +437,17 @@ def test_factories_draw_from_the_manual_seed_generator():
     array = np.ones(3)
     assert graphm.from_numpy(array).numpy() is array
     assert graphm.ones(2, requires_grad=True).requires_grad
+
+
+def test_var_supports_what_a_tensor_supports_here():
+    """x.pow(2), +x, len(x), x.numel(), x.double() work on a compiled graph's Var as on a Tensor."""
+    g = graphm.GraphM()
+    x = g.input("x", (3,))
+    assert len(x) == 3 and x.numel() == 3 and x.to("cpu") is x
+    program = g.compile((+x).pow(2).double().sum())
+    assert program.grad({"x": np.arange(3, dtype=np.float32)})["x"].tolist() == [0.0, 2.0, 4.0]
+    t = graphm.tensor(np.arange(3, dtype=np.float32), requires_grad=True)
+    (+t).pow(2).double().sum().backward()
+    assert len(t) == 3 and t.numel() == 3 and t.grad.tolist() == [0.0, 2.0, 4.0]
+    with pytest.raises(ValueError, match="CPU only"):
+        x.to("cuda")
