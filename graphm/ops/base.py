@@ -16,12 +16,20 @@ output *and* its tangent in one forward sweep; it never calls ``vjp`` or finite 
 ``None`` for an absent input or one without a derivative (integer labels).
 
 The eager ``Tensor`` (graphm/tensor.py) and the compiled ``GraphM`` (graphm/graph.py) only
-decide *when* to call these rules: neither holds a derivative of its own. Here is a whole op,
+decide *when* to call these rules: neither holds a derivative of its own.
+
+A ``vjp`` written with graphm's own operations (operators, Tensor methods, graphm.functional,
+and :func:`call` for an op without a functional name) runs on whatever it is given: plain
+arrays in an ordinary backward pass, Tensors under ``create_graph=True``, when the engine hands
+it the cotangent and the residuals that are the op's inputs or output as Tensors on the tape.
+The gradient is then recorded like any other computation and can be differentiated again.
+Such ops set ``higher_order = True``. Here is a whole op,
 the elementwise product (graphm/ops/arithmetic.py)::
 
     class Mul(Op):
         name = "mul"
         inputs = ("a", "b")
+        higher_order = True                      # the vjp below is written in graphm ops
 
         def shape(self, a, b):                   # NumPy broadcasting
             return broadcast_shape(a, b)
