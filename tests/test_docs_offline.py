@@ -195,12 +195,12 @@ def test_each_tutorial_records_its_run_time_under_30_s(site):
     assert times_page.is_file(), "the run-time page was not built"
     assert "sg_execution_times.html" in (site / "auto_tutorials" / "index.html").read_text(
         encoding="utf-8"), "the gallery's index does not link to the run-time page"
-    times = {}
-    for page in sorted((site / "auto_tutorials").glob("plot_*.html")):
-        found = re.search(r"Total running time of the script:</strong> \((\d+) minutes ([\d.]+) "
-                          r"seconds\)", page.read_text(encoding="utf-8"))
-        assert found, f"{page.name} does not say how long it ran"
-        times[page.stem] = 60 * int(found.group(1)) + float(found.group(2))
+    # One table row per tutorial: its file name, then its run time as mm:ss.sss.
+    rows = re.findall(r'<span class="pre">(plot_\w+)\.py</span></code>\)</p></td>\s*'
+                      r"<td><p>(\d+):([\d.]+)</p></td>", times_page.read_text(encoding="utf-8"))
+    times = {name: 60 * int(minutes) + float(seconds) for name, minutes, seconds in rows}
+    tutorials = sorted(p.stem for p in (REPO / "tutorials").glob("plot_*.py"))
+    assert sorted(times) == tutorials, f"run times recorded for {sorted(times)}, not {tutorials}"
     print("tutorial run times (s):", {name: round(t, 1) for name, t in times.items()})
     slow = {name: t for name, t in times.items() if t >= TUTORIAL_TIME_LIMIT_SECONDS}
     assert not slow, f"tutorials that took {TUTORIAL_TIME_LIMIT_SECONDS} s or more: {slow}"
