@@ -2,6 +2,8 @@
 Convolution from the definition
 ===============================
 
+The formula of a convolution, its output-size rule, and what stride, padding, dilation, groups do.
+
 A convolution slides a small array of weights, the *kernel*, over an input and takes a weighted
 sum at every stop.  This tutorial writes that sentence as a formula, checks graphm against a
 loop written from the formula, derives the output-size rule, and draws what ``stride``,
@@ -186,15 +188,16 @@ def connectivity(channels, groups):
     return connected, weight.shape
 
 
-fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+# constrained layout leaves room for every label and the title (square images fix the axes'
+# aspect, which tight_layout cannot shrink into the figure's height).
+fig, axes = plt.subplots(1, 3, figsize=(9, 3.6), layout="constrained")
 for ax, groups in zip(axes, [1, 2, 8]):
     connected, weight_shape = connectivity(8, groups)
     ax.imshow(connected, cmap="Blues", vmin=0, vmax=1.3)
     ax.set_xlabel("input channel")
     ax.set_ylabel("output channel")
     ax.set_title(f"groups={groups}\nweight {weight_shape}", fontsize=9)
-fig.suptitle("Which input channels each output channel reads")
-fig.tight_layout(rect=(0, 0, 1, 0.95))
+_ = fig.suptitle("Which input channels each output channel reads")
 
 # %%
 # Filters on a picture

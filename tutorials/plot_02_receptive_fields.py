@@ -2,6 +2,8 @@
 Receptive fields
 ================
 
+How much of the image one unit of a convolution stack sees, in theory and as measured by a VJP.
+
 A unit deep inside a convolutional network only "sees" part of the image: its **receptive
 field**.  How big that part is decides what the network can recognise — a 3 x 3 window cannot
 tell a 7 from a 1 — so architectures are designed around it.

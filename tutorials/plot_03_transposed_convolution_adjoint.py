@@ -2,6 +2,8 @@
 Transposed convolution is the adjoint of convolution
 ====================================================
 
+A transposed convolution is a convolution's matrix transposed; why strides leave checkerboards.
+
 "Transposed convolution" sounds like a new operation.  It is not: for a fixed kernel, a
 convolution is a linear map :math:`x \\mapsto A x`, so it *is* a matrix, and the transposed
 convolution is the map :math:`y \\mapsto A^\\top y` with the same kernel.  That one fact is why
@@ -161,7 +163,7 @@ for ax, k in zip(axes, [3, 4]):
     ax.set_title(f"overlap count, k={k}, stride 2\noutput {coverage.shape[0]} x "
                  f"{coverage.shape[1]}", fontsize=9)
     ax.axis("off")
-fig.colorbar(image, ax=axes, shrink=0.8)
+_ = fig.colorbar(image, ax=axes, shrink=0.8)
 
 # %%
 # The artefact is not special to all-ones kernels.  Upsample a *smooth* input (a slow ramp) with
@@ -201,7 +203,7 @@ for ax, ripple, title in zip(axes, ripples, ["random k=3", "phase-balanced rando
     image = ax.imshow(ripple, cmap="RdBu_r", vmin=-limit, vmax=limit)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-fig.colorbar(image, ax=axes, shrink=0.8)
+_ = fig.colorbar(image, ax=axes, shrink=0.8)
 fig.suptitle("a ramp upsampled by a stride-2 transposed conv, best plane removed", fontsize=10)
 print(f"interior ripple, k=3 random kernel:       {np.ptp(detrend(up3[inner])):.3f}")
 print(f"interior ripple, k=4 phase-balanced kernel: {np.ptp(detrend(up4[inner])):.3f}")

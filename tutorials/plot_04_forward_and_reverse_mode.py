@@ -2,6 +2,8 @@
 Forward and reverse mode
 ========================
 
+JVPs and VJPs of a convolution, checked against each other, and what each mode costs.
+
 A derivative of a function :math:`f: \\mathbb{R}^n \\to \\mathbb{R}^m` at a point is its
 Jacobian :math:`J`, an :math:`m \\times n` matrix.  Automatic differentiation never builds
 :math:`J`; it computes products with it, in one of two directions:

@@ -2,6 +2,8 @@
 Gradient flow
 =============
 
+Why deep sigmoid networks stop learning and ReLU networks do not, measured layer by layer.
+
 Backpropagation multiplies: the gradient that reaches layer :math:`l` is the gradient of the
 loss pulled back through every layer above it.  If each layer shrinks it a little, a deep
 network's first layers receive almost nothing and barely learn — the *vanishing gradient*.  The
@@ -146,7 +148,7 @@ for ax, name in zip(axes, runs):
     ax.set_title(f"{name}: |dL/dw| per layer", fontsize=10)
     ax.set_xlabel("training step")
 axes[0].set_ylabel("layer (0 = next to the input)")
-fig.colorbar(image, ax=axes, label="gradient norm")
+_ = fig.colorbar(image, ax=axes, label="gradient norm")
 
 # %%
 # The same numbers as profiles: the gradient norm against depth at the first step and averaged
@@ -270,8 +272,8 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 7.5))
 for ax, name, prog in zip(axes, ["sigmoid", "relu"], [program_sigmoid, program]):
     draw_program(ax, prog, gradients[name], norm)
     ax.set_title(f"compiled program, {name}, after training", fontsize=10)
-fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, shrink=0.6,
-             label="|dL/dparam| of the parameter")
+_ = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, shrink=0.6,
+                 label="|dL/dparam| of the parameter")
 
 # %%
 # The compiled program and the eager tape share one definition of every op (``graphm/ops/``),

@@ -2,6 +2,8 @@
 Training a CNN on handwritten digits
 ====================================
 
+A small CNN trained on 8 x 8 digits in seconds: curves, learned filters, feature maps, mistakes.
+
 Everything so far comes together: a small convolutional network, written with
 :mod:`graphm.nn`, trained with :mod:`graphm.optim` on the 8 x 8 handwritten digits that ship
 with graphm (no download), in a few seconds on two cores.  We watch it learn — loss and
@@ -22,7 +24,7 @@ import graphm.functional as F
 import graphm.nn as nn
 import graphm.optim as optim
 
-graphm.manual_seed(0)
+_ = graphm.manual_seed(0)  # seeds the layers' initial weights; returns the generator
 
 # %%
 # The data
@@ -43,12 +45,12 @@ x_test_n = graphm.data.normalize(x_test, mean, std)
 print(f"train {x_train.shape}, test {x_test.shape}, classes {np.bincount(y_train)}")
 
 fig, axes = plt.subplots(2, 10, figsize=(9, 2.2))
+fig.suptitle("two training examples of each digit", fontsize=10)
 for digit in range(10):
     for row in range(2):
         axes[row, digit].imshow(x_train[np.flatnonzero(y_train == digit)[row], 0],
                                 cmap="gray_r")
         axes[row, digit].axis("off")
-fig.suptitle("two training examples of each digit", fontsize=10)
 
 # %%
 # The network
@@ -139,11 +141,11 @@ fig.tight_layout()
 filters = model[0].weight.numpy()[:, 0]
 limit = np.abs(filters).max()
 fig, axes = plt.subplots(1, 8, figsize=(9, 1.6))
+fig.suptitle("first-layer filters", fontsize=10)
 for i, ax in enumerate(axes):
     ax.imshow(filters[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
     ax.set_title(f"filter {i}", fontsize=8)
     ax.axis("off")
-fig.suptitle("first-layer filters", fontsize=10)
 
 # %%
 # Feature maps

@@ -2,6 +2,8 @@
 A convolutional autoencoder
 ===========================
 
+Convolutions down to a two-number code, transposed convolutions back up: the latent space drawn.
+
 An autoencoder learns to copy its input through a narrow bottleneck.  The *encoder* squeezes an
 image into a few numbers, the *latent code*; the *decoder* rebuilds the image from the code.
 Nothing tells it what the code should mean — it only has to make the reconstruction close to
@@ -24,7 +26,7 @@ import graphm.nn as nn
 import graphm.optim as optim
 from graphm import spec
 
-graphm.manual_seed(0)
+_ = graphm.manual_seed(0)  # seeds the layers' initial weights; returns the generator
 
 # %%
 # The data
@@ -149,10 +151,10 @@ for i in range(10):
     axes[0, i].imshow(x_test[i, 0], cmap="gray_r", vmin=0, vmax=1)
     axes[1, i].imshow(reconstructions[i, 0], cmap="gray_r", vmin=0, vmax=1)
     axes[0, i].set_title(str(y_test[i]), fontsize=8)
-for ax in axes.ravel():
-    ax.axis("off")
 axes[0, 0].text(-1.5, 3.5, "input", rotation=90, va="center", ha="right", fontsize=8)
 axes[1, 0].text(-1.5, 3.5, "output", rotation=90, va="center", ha="right", fontsize=8)
+for ax in axes.ravel():
+    ax.axis("off")
 
 # %%
 # The latent space
