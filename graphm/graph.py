@@ -501,7 +501,8 @@ del _name
 # ------------------------------------------------------------------------------------------------
 
 class Program:
-    """A compiled GraphM: a fixed schedule of ops, runnable on any number of inputs.
+    """A compiled GraphM: a fixed schedule of ops, to run again on new values of the shapes and
+    dtypes fixed at build time (the batch size among them).
 
     Made by :meth:`GraphM.compile`. Only the nodes the outputs depend on are kept. Inputs and
     params are passed by name; ``print(prog)`` shows the SSA program and ``prog.to_dot()`` its
