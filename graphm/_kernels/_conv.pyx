@@ -22,8 +22,8 @@ Every kernel sees the spatial axes flattened, so one code path serves any rank d
   ``o * stride - pad_low + t * dilation``, zero padding where that falls outside the input.
 
 No table of taps x positions is ever built: each work unit computes the flat input positions
-its tile reads (``tile_offsets``, below) from those few integers, into a per-thread buffer of
-one row of offsets.  Python (``graphm.functional.conv``) checks the arguments and builds
+its tile reads (``tile_runs``, below) from those few integers, as a few runs along the last axis, in a
+small per-thread buffer.  Python (``graphm.functional.conv``) checks the arguments and builds
 ``geometry``; the kernels check that the shapes agree with it before they drop the GIL.
 
 How a convolution becomes a matrix multiply (im2col).  For one sample and one group, gather the
@@ -236,20 +236,35 @@ cdef int read_geometry(const Py_ssize_t[:, ::1] geometry, Geometry *geo) except 
     return 0
 
 
-cdef void tile_offsets(const Geometry *geo, Py_ssize_t tap, Py_ssize_t p_start,
-                       Py_ssize_t p_count, Py_ssize_t *offsets) noexcept nogil:
-    """offsets[j] = the flat input position that kernel tap ``tap`` reads for output position
-    ``p_start + j`` (j < p_count), or -1 where it falls into the zero padding.
+cdef struct Run:
+    # Output positions start .. start+count-1 of a tile, consecutive along the last axis: the
+    # t-th reads input position base + t * stride of the last axis if lo <= t < hi, else it is
+    # in the zero padding.
+    Py_ssize_t start, count, lo, hi, base
+
+
+cdef inline Py_ssize_t max_runs(const Geometry *geo) noexcept nogil:
+    """The most runs a tile of POSITIONS_PER_UNIT positions can have."""
+    return min(<Py_ssize_t> POSITIONS_PER_UNIT,
+               POSITIONS_PER_UNIT // geo.extent_out[geo.rank - 1] + 2)
+
+
+cdef Py_ssize_t tile_runs(const Geometry *geo, Py_ssize_t tap, Py_ssize_t p_start,
+                          Py_ssize_t p_count, Run *runs) noexcept nogil:
+    """Which input positions kernel tap ``tap`` reads for output positions p_start ..
+    p_start + p_count - 1, as runs along the last axis; returns the number of runs.
 
     The tap and the first position are split into per-axis indices once; then the positions
-    are walked like an odometer, one run along the last axis at a time (where only the last
-    axis moves, the other axes' part of the offset and whether it is inside stay the same).
+    are walked like an odometer, one run along the last axis at a time.  Along a run only the
+    last axis moves, so the run is an arithmetic progression of input positions, inside the
+    input for one interval of t (or none, where another axis is in the padding).
     """
     cdef Py_ssize_t shift[MAX_RANK]      # per axis: tap * dilation - pad_low
     cdef Py_ssize_t index[MAX_RANK]      # per axis: the output index of the current position
     cdef int last = geo.rank - 1, a
-    cdef Py_ssize_t rest, j = 0, t, run, i, outer, extent_last, stride_last, shift_last
+    cdef Py_ssize_t rest, j = 0, n_runs = 0, count, i, outer, first, stride_last, extent_last
     cdef bint inside
+    cdef Run *run
     rest = tap
     for a in range(last, -1, -1):
         shift[a] = (rest % geo.kernel[a]) * geo.dilation[a] - geo.pad_low[a]
@@ -258,7 +273,7 @@ cdef void tile_offsets(const Geometry *geo, Py_ssize_t tap, Py_ssize_t p_start,
     for a in range(last, -1, -1):
         index[a] = rest % geo.extent_out[a]
         rest = rest // geo.extent_out[a]
-    extent_last, stride_last, shift_last = geo.extent_in[last], geo.stride[last], shift[last]
+    stride_last, extent_last = geo.stride[last], geo.extent_in[last]
     while j < p_count:
         outer = 0
         inside = True
@@ -268,21 +283,25 @@ cdef void tile_offsets(const Geometry *geo, Py_ssize_t tap, Py_ssize_t p_start,
                 inside = False
                 break
             outer = outer + i * geo.step_in[a]
-        run = min(geo.extent_out[last] - index[last], p_count - j)
-        if inside:
-            for t in range(run):
-                i = (index[last] + t) * stride_last + shift_last
-                offsets[j + t] = outer + i if 0 <= i < extent_last else -1
-        else:
-            for t in range(run):
-                offsets[j + t] = -1
-        j = j + run
-        index[last] = index[last] + run
+        count = min(geo.extent_out[last] - index[last], p_count - j)
+        run = runs + n_runs
+        run.start, run.count, run.lo, run.hi = j, count, 0, 0
+        first = index[last] * stride_last + shift[last]     # last-axis input index at t = 0
+        run.base = outer + first
+        if inside and first < extent_last:
+            run.lo = 0 if first >= 0 else (stride_last - 1 - first) // stride_last
+            run.hi = (extent_last - first + stride_last - 1) // stride_last
+            run.lo = min(run.lo, count)
+            run.hi = max(run.lo, min(run.hi, count))
+        n_runs = n_runs + 1
+        j = j + count
+        index[last] = index[last] + count
         a = last
         while a > 0 and index[a] == geo.extent_out[a]:
             index[a] = 0
             a = a - 1
             index[a] = index[a] + 1
+    return n_runs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,28 +310,39 @@ cdef void tile_offsets(const Geometry *geo, Py_ssize_t tap, Py_ssize_t p_start,
 # ----------------------------------------------------------------------------------------------
 
 cdef void im2col_packed(const floating *x_group, const Geometry *geo, Py_ssize_t channels,
-                        Py_ssize_t p_start, Py_ssize_t p_count, Py_ssize_t *offsets,
+                        Py_ssize_t p_start, Py_ssize_t p_count, Run *runs, floating *row,
                         floating *packed) noexcept nogil:
     """cols[r, j] = x[c, offset(k, p_start + j)] (0 in the padding), for rows r = c*K + k,
     as the B operand of ``cols``-on-the-right products (conv forward): panels of NR positions.
-    ``offsets`` is scratch for p_count positions: one tap's offsets serve every channel."""
+    Scratch: ``runs`` for one tap's runs, which serve every channel, and ``row`` for one row of
+    cols (POSITIONS_PER_UNIT values), built run by run and then cut into the panels."""
     cdef int nr = tile_cols(packed)
     cdef Py_ssize_t taps = geo.taps, rows = channels * taps
-    cdef Py_ssize_t r, j, j0, c, tap, panel, width, offset
-    cdef const floating *x_channel
+    cdef Py_ssize_t stride_last = geo.stride[geo.rank - 1]
+    cdef Py_ssize_t n_runs, q, t, c, tap, panel, j, j0, width
+    cdef const floating *src
+    cdef floating *part
     cdef floating *dst
+    cdef Run *run
     for tap in range(taps):
-        tile_offsets(geo, tap, p_start, p_count, offsets)
+        n_runs = tile_runs(geo, tap, p_start, p_count, runs)
         for c in range(channels):
-            r = c * taps + tap
-            x_channel = x_group + c * geo.positions_in
+            for q in range(n_runs):
+                run = runs + q
+                src = x_group + c * geo.positions_in + run.base
+                part = row + run.start
+                for t in range(run.lo):
+                    part[t] = 0
+                for t in range(run.lo, run.hi):
+                    part[t] = src[t * stride_last]
+                for t in range(run.hi, run.count):
+                    part[t] = 0
             for panel in range(ceil_div(p_count, nr)):
                 j0 = panel * nr
                 width = min(<Py_ssize_t> nr, p_count - j0)
-                dst = packed + (panel * rows + r) * nr
+                dst = packed + (panel * rows + c * taps + tap) * nr
                 for j in range(width):
-                    offset = offsets[j0 + j]
-                    dst[j] = x_channel[offset] if offset >= 0 else 0
+                    dst[j] = row[j0 + j]
                 for j in range(width, nr):
                     dst[j] = 0
 
@@ -320,22 +350,26 @@ cdef void im2col_packed(const floating *x_group, const Geometry *geo, Py_ssize_t
 cdef void im2col_packed_transposed(const floating *x_group, const Geometry *geo,
                                    Py_ssize_t row_start, Py_ssize_t row_count,
                                    Py_ssize_t p_start, Py_ssize_t p_count,
-                                   Py_ssize_t *offsets, floating *packed) noexcept nogil:
+                                   Run *runs, Py_ssize_t *run_counts,
+                                   floating *packed) noexcept nogil:
     """cols.T for rows ``row_start ..`` of cols, as the B operand of ``g @ cols.T`` (the weight
     gradient): K runs over output positions, panels of NR rows of cols.
 
-    ``offsets`` is scratch for min(row_count, K) rows of POSITIONS_PER_UNIT: the offsets of
-    each tap the rows use, computed once for all their channels."""
+    ``runs`` is scratch for min(row_count, K) taps of max_runs(geo) runs (``run_counts`` one
+    count per tap): the runs of each tap the rows use, computed once for all their channels."""
     cdef int nr = tile_cols(packed)
-    cdef Py_ssize_t taps = geo.taps, r, j, p, c, tap, panel, slot, offset
+    cdef Py_ssize_t taps = geo.taps, stride_last = geo.stride[geo.rank - 1]
+    cdef Py_ssize_t per_slot = max_runs(geo)
+    cdef Py_ssize_t r, j, p, c, tap, panel, slot, q, t
     cdef bint every_tap = row_count >= taps
-    cdef const floating *x_channel
-    cdef const Py_ssize_t *offsets_row
+    cdef const floating *src
     cdef floating *dst
+    cdef Run *run
+    cdef Run *slot_runs
     # The rows are consecutive, so they use either every tap or row_count different ones.
     for slot in range(taps if every_tap else row_count):
         tap = slot if every_tap else (row_start + slot) % taps
-        tile_offsets(geo, tap, p_start, p_count, offsets + slot * POSITIONS_PER_UNIT)
+        run_counts[slot] = tile_runs(geo, tap, p_start, p_count, runs + slot * per_slot)
     for panel in range(ceil_div(row_count, nr)):
         for j in range(nr):
             r = panel * nr + j
@@ -346,11 +380,13 @@ cdef void im2col_packed_transposed(const floating *x_group, const Geometry *geo,
                 continue
             c = (row_start + r) // taps
             tap = (row_start + r) - c * taps
-            x_channel = x_group + c * geo.positions_in
-            offsets_row = offsets + (tap if every_tap else r) * POSITIONS_PER_UNIT
-            for p in range(p_count):
-                offset = offsets_row[p]
-                dst[p * nr] = x_channel[offset] if offset >= 0 else 0
+            slot = tap if every_tap else r
+            slot_runs = runs + slot * per_slot
+            for q in range(run_counts[slot]):
+                run = slot_runs + q
+                src = x_group + c * geo.positions_in + run.base
+                for t in range(run.count):
+                    dst[(run.start + t) * nr] = src[t * stride_last] if run.lo <= t < run.hi else 0
 
 
 cdef void fill_rows(floating *dst, Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t ld,
@@ -415,7 +451,8 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef int *out_of_memory_flag = &out_of_memory
     cdef Py_ssize_t unit, n, g, block, p_start, p_count
     cdef floating *pack_b
-    cdef Py_ssize_t *offsets
+    cdef floating *row
+    cdef Run *runs
     cdef floating *out_block
     # A = the weight of each group, packed once and shared (read-only) by all threads.
     cdef Py_ssize_t weight_panel_size = packed_a_size(out_ptr, group_out, row_len)
@@ -430,14 +467,15 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                               num_threads)
     with nogil, parallel(num_threads=num_threads):
         # Each thread owns its scratch buffer for the whole loop: B, the im2col matrix, packed.
-        # and one tap's input offsets for a block of positions.
+        # and one tap's runs of input positions for a block of output positions.
         pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(out_ptr, row_len,
                                                                       POSITIONS_PER_UNIT))
-        offsets = <Py_ssize_t *> malloc(sizeof(Py_ssize_t) * POSITIONS_PER_UNIT)
-        if pack_b == NULL or offsets == NULL:
+        runs = <Run *> malloc(sizeof(Run) * max_runs(&geo))
+        row = <floating *> malloc(sizeof(floating) * POSITIONS_PER_UNIT)
+        if pack_b == NULL or runs == NULL or row == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if pack_b == NULL or offsets == NULL:
+            if pack_b == NULL or runs == NULL or row == NULL:
                 continue
             n = unit // (groups * blocks)
             g = (unit // blocks) % groups
@@ -445,7 +483,7 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             p_start = block * POSITIONS_PER_UNIT
             p_count = min(<Py_ssize_t> POSITIONS_PER_UNIT, positions_out - p_start)
             im2col_packed(x_ptr + (n * channels + g * group_channels) * positions_in, &geo,
-                          group_channels, p_start, p_count, offsets, pack_b)
+                          group_channels, p_start, p_count, runs, row, pack_b)
             out_block = out_ptr + (n * out_channels + g * group_out) * positions_out + p_start
             fill_rows(out_block, group_out, p_count, positions_out,
                       b_ptr + g * group_out if has_bias else b_ptr, has_bias)
@@ -453,7 +491,8 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             gemm_packed(group_out, p_count, row_len, packed_w_ptr + g * weight_panel_size,
                         pack_b, out_block, positions_out, True)
         free(pack_b)
-        free(offsets)
+        free(runs)
+        free(row)
     if out_of_memory:
         raise MemoryError("graphm conv_forward: could not allocate scratch buffers")
 
@@ -562,8 +601,10 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
     cdef int out_of_memory = 0
     cdef int *out_of_memory_flag = &out_of_memory
     cdef Py_ssize_t unit, n, g, c_block, c_start, c_count, rows, p_block, p_start, p_count, r, j, c, tap
-    cdef Py_ssize_t offset
-    cdef Py_ssize_t *offsets
+    cdef Py_ssize_t n_runs, q, t, stride_last = geo.stride[geo.rank - 1]
+    cdef Run *runs
+    cdef Run *run
+    cdef floating *dx_run
     cdef floating *dcols
     cdef floating *pack_b
     cdef floating *dx_block
@@ -589,11 +630,11 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
         dcols = <floating *> malloc(sizeof(floating) * block_channels * taps * POSITIONS_PER_UNIT)
         pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(dx_ptr, group_out,
                                                                       POSITIONS_PER_UNIT))
-        offsets = <Py_ssize_t *> malloc(sizeof(Py_ssize_t) * POSITIONS_PER_UNIT)
-        if dcols == NULL or pack_b == NULL or offsets == NULL:
+        runs = <Run *> malloc(sizeof(Run) * max_runs(&geo))
+        if dcols == NULL or pack_b == NULL or runs == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if dcols == NULL or pack_b == NULL or offsets == NULL:
+            if dcols == NULL or pack_b == NULL or runs == NULL:
                 continue
             n = unit // (groups * channel_blocks)
             g = (unit // channel_blocks) % groups
@@ -616,17 +657,18 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
                 # col2im: send every dcols entry back to the input position it was read from
                 # (each channel receives its additions in the order (tap, position)).
                 for tap in range(taps):
-                    tile_offsets(&geo, tap, p_start, p_count, offsets)
+                    n_runs = tile_runs(&geo, tap, p_start, p_count, runs)
                     for c in range(c_count):
                         dx_channel = dx_block + c * positions_in
                         dcols_row = dcols + (c * taps + tap) * p_count
-                        for j in range(p_count):
-                            offset = offsets[j]
-                            if offset >= 0:
-                                dx_channel[offset] += dcols_row[j]
+                        for q in range(n_runs):
+                            run = runs + q
+                            dx_run = dx_channel + run.base
+                            for t in range(run.lo, run.hi):
+                                dx_run[t * stride_last] += dcols_row[run.start + t]
         free(dcols)
         free(pack_b)
-        free(offsets)
+        free(runs)
     if out_of_memory:
         raise MemoryError("graphm conv_input_grad: could not allocate scratch buffers")
 
@@ -686,8 +728,9 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
     cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *dw_block
-    cdef Py_ssize_t *offsets
-    cdef Py_ssize_t offset_rows = min(taps, <Py_ssize_t> WEIGHT_COLS_PER_UNIT)
+    cdef Run *runs
+    cdef Py_ssize_t *run_counts
+    cdef Py_ssize_t run_slots = min(taps, <Py_ssize_t> WEIGHT_COLS_PER_UNIT)
     num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
                               num_threads)
     with nogil, parallel(num_threads=num_threads):
@@ -695,11 +738,12 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
                                                                       WEIGHT_COLS_PER_UNIT))
         pack_a = <floating *> malloc(sizeof(floating) * packed_a_size(dw_ptr, group_out,
                                                                       POSITIONS_PER_UNIT))
-        offsets = <Py_ssize_t *> malloc(sizeof(Py_ssize_t) * offset_rows * POSITIONS_PER_UNIT)
-        if pack_a == NULL or pack_b == NULL or offsets == NULL:
+        runs = <Run *> malloc(sizeof(Run) * run_slots * max_runs(&geo))
+        run_counts = <Py_ssize_t *> malloc(sizeof(Py_ssize_t) * run_slots)
+        if pack_a == NULL or pack_b == NULL or runs == NULL or run_counts == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if pack_a == NULL or pack_b == NULL or offsets == NULL:
+            if pack_a == NULL or pack_b == NULL or runs == NULL or run_counts == NULL:
                 continue
             s_block = unit // (groups * col_blocks)
             g = (unit // col_blocks) % groups
@@ -717,13 +761,14 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
                                   + p_start, positions_out, 1, group_out, p_count, pack_a)
                     im2col_packed_transposed(
                         x_ptr + (n * channels + g * group_channels) * positions_in, &geo,
-                        col_start, col_count, p_start, p_count, offsets, pack_b)
+                        col_start, col_count, p_start, p_count, runs, run_counts, pack_b)
                     # dW_g[:, block] (Og, col_count) += g[n, group, block] (Og, p) @ cols.T (p, col_count)
                     gemm_packed(group_out, col_count, p_count, pack_a, pack_b,
                                 dw_block, row_len, True)
         free(pack_a)
         free(pack_b)
-        free(offsets)
+        free(runs)
+        free(run_counts)
     if out_of_memory:
         raise MemoryError("graphm conv_weight_grad: could not allocate scratch buffers")
     if sample_blocks > 1:
