@@ -87,19 +87,24 @@ print(f"Python loops: {loop_seconds * 1e3:.1f} ms, graphm: {graphm_seconds * 1e3
       f"max difference {np.abs(y_loops - y_graphm).max():.1e}")
 
 # %%
-# Step 2: the geometry becomes a table (the gather map)
-# -----------------------------------------------------
+# Step 2: the geometry, six small integers per axis
+# --------------------------------------------------
 #
 # Stride, padding and dilation only decide *which input position each kernel tap reads for
-# each output position*.  graphm computes that once, in Python, as a table
-# ``gather[k, p]`` (``k`` = kernel tap, ``p`` = output position, both flattened; ``-1`` means
-# "this tap falls into the zero padding") and caches it.  The compiled code never sees stride,
-# padding or dilation — which is why one loop serves 1-d, 2-d, 3-d and higher convolutions.
-# Here is the table for a 3 x 3 kernel, stride 1, padding 1 on a 6 x 6 input:
+# each output position*.  Along one axis, output index ``o`` and tap ``t`` read input index
+# ``o * stride - pad_low + t * dilation``, and the tap falls into the zero padding where that is
+# outside the input.  So the compiled code is told six integers per spatial axis — the input
+# and output extents, the kernel extent, the stride, the low padding and the dilation — and
+# sees the arrays with their spatial axes flattened, ``(N, C, positions)``: one loop serves
+# 1-d, 2-d, 3-d and higher convolutions.  Here is the table of flat input positions read,
+# ``offset(k, p)`` (``k`` = kernel tap, ``p`` = output position, both flattened), for a 3 x 3
+# kernel, stride 1, padding 1 on a 6 x 6 input.  The kernels never store such a table (it has
+# taps x positions entries: 3.6 GB for a 1000 x 1000 image and a 31 x 31 kernel); each unit of
+# work computes the part it needs from the six integers, as we do here:
 
 
-def gather_map_2d(size, k, stride, padding):
-    """gather[k1*k + k2, i1*out + i2] = flat input index read, or -1 (padding)."""
+def offsets_2d(size, k, stride, padding):
+    """offset[k1*k + k2, i1*out + i2] = flat input index read, or -1 (padding)."""
     out = spec.conv_out_spatial(size, k, stride, padding)
     taps = np.arange(k)
     starts = np.arange(out) * stride - padding
@@ -111,21 +116,40 @@ def gather_map_2d(size, k, stride, padding):
     return np.where(ok, rows * size + cols, -1).reshape(k * k, out * out)
 
 
-gather = gather_map_2d(6, 3, stride=1, padding=1)
+offset = offsets_2d(6, 3, stride=1, padding=1)
 fig, ax = plt.subplots(figsize=(9, 2.6))
-ax.imshow(np.ma.masked_less(gather, 0), cmap="viridis", aspect="auto")
-ax.imshow(np.ma.masked_greater_equal(gather, 0), cmap="Greys", vmin=-3, vmax=0, aspect="auto")
+ax.imshow(np.ma.masked_less(offset, 0), cmap="viridis", aspect="auto")
+ax.imshow(np.ma.masked_greater_equal(offset, 0), cmap="Greys", vmin=-3, vmax=0, aspect="auto")
 ax.set_xlabel("output position p (6 x 6, flattened)")
 ax.set_ylabel("kernel tap k (3 x 3)")
-ax.set_title("gather[k, p]: input position read (colour), or zero padding (grey)", fontsize=10)
+ax.set_title("offset(k, p): input position read (colour), or zero padding (grey)", fontsize=10)
 fig.tight_layout()
+
+# %%
+# Along each row of that picture the positions come in *runs*: while only the last axis moves,
+# the input position grows by the stride, and it is inside the input on one interval.  The
+# kernels describe a block of output positions by those runs (``tile_runs`` in ``_conv.pyx``),
+# which costs a few integers per run instead of one per position.
+#
+# The plain loop version of the kernel
+# ------------------------------------
+#
+# Before the fast path, the plain one.  ``conv_forward_plain`` in ``_conv.pyx`` is the formula of
+# Step 1 compiled, for any rank: for each sample and output channel (one parallel iteration
+# each), each output position, each input channel of the group and each kernel tap, find the
+# input position read (``input_offset``) and multiply-add.  The padding is an explicit zero
+# that is multiplied like any input value:
+
+show_source("_conv.pyx", "cdef inline Py_ssize_t input_offset", "return offset")
+show_source("_conv.pyx", "for n_o in prange(n_samples * out_channels", "out[n, o, p] = total",
+            skip_docstring=False)
 
 # %%
 # Step 3: im2col turns the sums into one matrix product
 # -----------------------------------------------------
 #
 # Copy the input values the table points at into a matrix ``cols[c*K + k, p] =
-# x[c, gather[k, p]]`` (zero where ``gather`` is -1).  Each column of ``cols`` is then one
+# x[c, offset(k, p)]`` (zero where ``offset`` is -1).  Each column of ``cols`` is then one
 # output position's receptive field, unrolled, and the whole convolution is
 #
 # .. math::
@@ -137,7 +161,7 @@ fig.tight_layout()
 x6 = rng.standard_normal((3, 6, 6))
 w6 = rng.standard_normal((4, 3, 3, 3))
 flat_x = np.concatenate([x6.reshape(3, 36), np.zeros((3, 1))], axis=1)  # index -1 -> a zero
-cols = flat_x[:, gather].reshape(3 * 9, 36)                            # (C*K, P)
+cols = flat_x[:, offset].reshape(3 * 9, 36)                            # (C*K, P)
 y_im2col = (w6.reshape(4, 27) @ cols).reshape(4, 6, 6)
 print("im2col + matmul vs graphm:", np.abs(y_im2col - F.conv2d(x6, w6, padding=1)).max())
 
@@ -157,6 +181,7 @@ show_source("gemm_microkernel.h", "for (ptrdiff_t k = 0; k < kc; ++k)", "c5l += 
 #
 # ``conv_forward`` in ``_conv.pyx`` cuts the convolution into independent **work units**: one
 # sample, one group, one block of 256 output positions.  A unit gathers its block of ``cols``
+# (written straight into the order the matrix multiply reads, never as a whole matrix)
 # and multiplies; it writes its own slice of ``out`` and nothing else.  The ``with nogil,
 # parallel(...)`` block starts the OpenMP threads (each ``malloc``\ s its own scratch buffers),
 # and ``prange(units, schedule='static')`` hands every thread a contiguous share of the units:
@@ -285,14 +310,77 @@ ax.legend()
 fig.tight_layout()
 
 # %%
+# The plain loops beside the fast kernel
+# --------------------------------------
+#
+# Both kernels take the same arguments: the flattened arrays and the ``(6, d)`` geometry array
+# (rows: input extent, output extent, kernel, stride, low padding, dilation; one column per
+# axis).  We time them on the first 4 samples of the ``mid`` case, one thread, and check that
+# they agree.
+
+from graphm._kernels import _conv as kernels
+
+geometry = np.array([[32, 32], [32, 32], [3, 3], [1, 1], [1, 1], [1, 1]], dtype=np.intp)
+x3, w2 = np.ascontiguousarray(x[:4]).reshape(4, 16, -1), w.reshape(32, -1)
+flops_4 = flops_forward // 8                             # 4 of the 32 samples
+out_plain = np.empty((4, 32, 32 * 32), dtype=np.float32)
+out_fast = np.empty_like(out_plain)
+
+
+def plain():
+    kernels.conv_forward_plain(x3, w2, b, geometry, 1, out_plain, 1)
+
+
+def fast():
+    kernels.conv_forward(x3, w2, b, geometry, 1, out_fast, 1)
+
+
+plain_seconds = min(seconds(plain) for _ in range(3))
+fast_seconds = min(seconds(fast) for _ in range(5))
+agree = np.abs(out_plain - out_fast).max() / np.abs(out_fast).max()
+assert agree < 1e-5, agree
+plain_speedup = plain_seconds / fast_seconds
+print(f"plain loops: {plain_seconds * 1e3:.1f} ms ({flops_4 / plain_seconds / 1e9:.1f} "
+      f"GFLOP/s); im2col + packed GEMM: {fast_seconds * 1e3:.2f} ms "
+      f"({flops_4 / fast_seconds / 1e9:.1f} GFLOP/s); the fast one is "
+      f"{plain_speedup:.1f}x faster; largest relative difference {agree:.1e}")
+
+fig, ax = plt.subplots(figsize=(6, 2.4))
+ax.barh(["plain loops", "im2col + GEMM"], [plain_seconds * 1e3, fast_seconds * 1e3],
+        color=["0.6", "tab:blue"])
+ax.set_xlabel("ms per forward pass (mid case, 4 samples, float32, 1 thread)")
+ax.set_title(f"the same convolution: {plain_speedup:.1f}x apart", fontsize=10)
+fig.tight_layout()
+
+# %%
 # What to remember
 # ----------------
 #
-# * Python describes the geometry once (the gather map); the compiled loop only gathers,
-#   multiplies and scatters.
-# * im2col turns a convolution into a matrix product, and a packed, register-blocked GEMM makes
-#   that product fast.
+# What this page measured, on the machine that built it:
+
+best = int(np.argmin(timings["forward + backward"]))
+best_threads = thread_counts[best]
+best_speedup = timings["forward + backward"][0] / timings["forward + backward"][best]
+print(f"* plain loops vs im2col + packed GEMM, mid forward (4 samples), one thread: the fast "
+      f"kernel took "
+      f"{1 / plain_speedup:.2g} of the plain loops' time ({plain_speedup:.1f}x "
+      f"{'faster' if plain_speedup > 1 else 'slower'}).")
+print(f"* forward + backward was fastest with {best_threads} thread(s), "
+      f"{best_speedup:.2f}x the speed of one thread, on {cpus} CPU(s); "
+      + ("more threads than that did not help." if best_threads < thread_counts[-1] else
+         "the largest thread count tried was the fastest."))
+print("* every thread count gave the same bits: " +
+      str(all(all(np.array_equal(a, b) for a, b in zip(results[1], results[t]))
+              for t in [2, 3, 5])))
+
+# %%
+# And what holds on every machine:
+#
+# * Python describes the geometry with six integers per axis; the compiled loop computes which
+#   input positions each block of work reads, gathers, multiplies and scatters.  No table of
+#   taps x positions is built, so the extra memory of a call stays a few MB.
+# * im2col turns a convolution into a matrix product, and a packed, register-blocked GEMM
+#   computes that product; the plain loops above are what it replaces.
 # * ``prange(units, schedule='static')`` splits independent work units over threads; because the
 #   units never depend on the thread count and never write the same output, the results are
 #   identical bit for bit for any ``graphm.set_num_threads(n)``.
-# * More threads than CPUs cannot help: the speedup levels off at the number of cores.

@@ -16,16 +16,25 @@ Every kernel sees the spatial axes flattened, so one code path serves any rank d
 * ``x`` is ``(N, C, S)`` with ``S`` the number of input positions,
 * the conv output is ``(N, O, P)`` with ``P`` the number of output positions,
 * ``w`` is ``(O, Cg * K)`` with ``Cg = C / groups`` and ``K`` the number of kernel taps,
-* ``gather[k, p]`` is the flat input position that kernel tap ``k`` reads for output position
-  ``p``, or -1 where that tap falls into the zero padding.  Python builds it
-  (``graphm.functional.conv``) from stride, padding and dilation; it is the whole geometry.
+* ``geometry`` is a small ``(6, d)`` integer array, one column per spatial axis: the input
+  extent, the output extent, the kernel extent, the stride, the low padding and the dilation.
+  Along axis ``a``, output index ``o`` and kernel tap ``t`` read input index
+  ``o * stride - pad_low + t * dilation``, zero padding where that falls outside the input.
+
+No table of taps x positions is ever built: each work unit computes the flat input positions
+its tile reads (``tile_runs``, below) from those few integers, as a few runs along the last axis, in a
+small per-thread buffer.  Python (``graphm.functional.conv``) checks the arguments and builds
+``geometry``; the kernels check that the shapes agree with it before they drop the GIL.
 
 How a convolution becomes a matrix multiply (im2col).  For one sample and one group, gather the
-input into a matrix ``cols[c*K + k, p] = x[c, gather[k, p]]``; then
+input into a matrix ``cols[c*K + k, p] = x[c, offset(k, p)]`` (0 in the padding); then
 
 * forward:       ``y = W @ cols``                 ``(Og, P) = (Og, Cg*K) @ (Cg*K, P)``
-* input grad:    ``dcols = W.T @ g``, then scatter ``dcols`` back through ``gather`` (col2im)
+* input grad:    ``dcols = W.T @ g``, then scatter ``dcols`` back to the positions read (col2im)
 * weight grad:   ``dW = sum over samples of g @ cols.T``
+
+``cols`` is never stored whole: a block of it is written, one tile of positions at a time,
+straight into the packed order of the GEMM operand.
 
 Parallel loops write only what no other iteration writes (DESIGN.md): the forward splits by
 (sample, group, block of output positions), the input gradient by (sample, group, block of
@@ -34,9 +43,14 @@ and the per-block partial sums of the weight gradient are added in a fixed order
 is cut never depends on the thread count, so the results are bit-for-bit identical for any
 number of threads.
 
-These functions trust their caller (``graphm.functional``) for the contents of ``gather`` and
-check only that the array shapes agree; they are private API.
+Zero padding is an explicit value 0: a padded tap puts a 0 into ``cols`` and the product is
+formed (so a NaN weight meeting the padding gives NaN, as ``np.pad`` then the sum would); the
+input gradient's scatter never writes a padded position.  ``conv_forward_plain`` is the same
+forward convolution as four plain loops, for reading (tutorial 8) and testing.
+
+These functions are private API (``graphm.functional`` is the door).
 """
+cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
@@ -181,52 +195,181 @@ cdef void gemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
 
 
 # ----------------------------------------------------------------------------------------------
+# The geometry, and the input positions one tile reads.
+# ----------------------------------------------------------------------------------------------
+
+cdef enum:
+    MAX_RANK = 64      # spatial axes (NumPy arrays have at most 64 axes)
+
+cdef struct Geometry:
+    int rank
+    Py_ssize_t taps, positions_in, positions_out
+    Py_ssize_t extent_in[MAX_RANK]
+    Py_ssize_t extent_out[MAX_RANK]
+    Py_ssize_t kernel[MAX_RANK]
+    Py_ssize_t stride[MAX_RANK]
+    Py_ssize_t pad_low[MAX_RANK]
+    Py_ssize_t dilation[MAX_RANK]
+    Py_ssize_t step_in[MAX_RANK]   # row-major strides of the flattened input
+
+
+cdef int read_geometry(const Py_ssize_t[:, ::1] geometry, Geometry *geo) except -1:
+    """Fill ``geo`` from the (6, d) array (rows: in, out, kernel, stride, pad_low, dilation),
+    checking what the loops rely on (with the GIL held: they trust it afterwards)."""
+    _check(geometry.shape[0] == 6, "geometry must have 6 rows")
+    cdef int rank = <int> geometry.shape[1], a
+    _check(1 <= rank <= MAX_RANK, "geometry rank")
+    geo.rank = rank
+    geo.taps = geo.positions_in = geo.positions_out = 1
+    for a in range(rank):
+        geo.extent_in[a], geo.extent_out[a] = geometry[0, a], geometry[1, a]
+        geo.kernel[a], geo.stride[a] = geometry[2, a], geometry[3, a]
+        geo.pad_low[a], geo.dilation[a] = geometry[4, a], geometry[5, a]
+        _check(geo.extent_in[a] >= 1 and geo.extent_out[a] >= 1 and geo.kernel[a] >= 1
+               and geo.stride[a] >= 1 and geo.dilation[a] >= 1, "geometry values")
+        geo.taps *= geo.kernel[a]
+        geo.positions_in *= geo.extent_in[a]
+        geo.positions_out *= geo.extent_out[a]
+    geo.step_in[rank - 1] = 1
+    for a in range(rank - 2, -1, -1):
+        geo.step_in[a] = geo.step_in[a + 1] * geo.extent_in[a + 1]
+    return 0
+
+
+cdef struct Run:
+    # Output positions start .. start+count-1 of a tile, consecutive along the last axis: the
+    # t-th reads input position base + t * stride of the last axis if lo <= t < hi, else it is
+    # in the zero padding.
+    Py_ssize_t start, count, lo, hi, base
+
+
+cdef inline Py_ssize_t max_runs(const Geometry *geo) noexcept nogil:
+    """The most runs a tile of POSITIONS_PER_UNIT positions can have."""
+    return min(<Py_ssize_t> POSITIONS_PER_UNIT,
+               POSITIONS_PER_UNIT // geo.extent_out[geo.rank - 1] + 2)
+
+
+cdef Py_ssize_t tile_runs(const Geometry *geo, Py_ssize_t tap, Py_ssize_t p_start,
+                          Py_ssize_t p_count, Run *runs) noexcept nogil:
+    """Which input positions kernel tap ``tap`` reads for output positions p_start ..
+    p_start + p_count - 1, as runs along the last axis; returns the number of runs.
+
+    The tap and the first position are split into per-axis indices once; then the positions
+    are walked like an odometer, one run along the last axis at a time.  Along a run only the
+    last axis moves, so the run is an arithmetic progression of input positions, inside the
+    input for one interval of t (or none, where another axis is in the padding).
+    """
+    cdef Py_ssize_t shift[MAX_RANK]      # per axis: tap * dilation - pad_low
+    cdef Py_ssize_t index[MAX_RANK]      # per axis: the output index of the current position
+    cdef int last = geo.rank - 1, a
+    cdef Py_ssize_t rest, j = 0, n_runs = 0, count, i, outer, first, stride_last, extent_last
+    cdef bint inside
+    cdef Run *run
+    rest = tap
+    for a in range(last, -1, -1):
+        shift[a] = (rest % geo.kernel[a]) * geo.dilation[a] - geo.pad_low[a]
+        rest = rest // geo.kernel[a]
+    rest = p_start
+    for a in range(last, -1, -1):
+        index[a] = rest % geo.extent_out[a]
+        rest = rest // geo.extent_out[a]
+    stride_last, extent_last = geo.stride[last], geo.extent_in[last]
+    while j < p_count:
+        outer = 0
+        inside = True
+        for a in range(last):
+            i = index[a] * geo.stride[a] + shift[a]
+            if i < 0 or i >= geo.extent_in[a]:
+                inside = False
+                break
+            outer = outer + i * geo.step_in[a]
+        count = min(geo.extent_out[last] - index[last], p_count - j)
+        run = runs + n_runs
+        run.start, run.count, run.lo, run.hi = j, count, 0, 0
+        first = index[last] * stride_last + shift[last]     # last-axis input index at t = 0
+        run.base = outer + first
+        if inside and first < extent_last:
+            run.lo = 0 if first >= 0 else (stride_last - 1 - first) // stride_last
+            run.hi = (extent_last - first + stride_last - 1) // stride_last
+            run.lo = min(run.lo, count)
+            run.hi = max(run.lo, min(run.hi, count))
+        n_runs = n_runs + 1
+        j = j + count
+        index[last] = index[last] + count
+        a = last
+        while a > 0 and index[a] == geo.extent_out[a]:
+            index[a] = 0
+            a = a - 1
+            index[a] = index[a] + 1
+    return n_runs
+
+
+# ----------------------------------------------------------------------------------------------
 # im2col: gather input values into a matrix with one row per (channel, kernel tap) and one column
 # per output position, written directly in the packed order of a GEMM operand.
 # ----------------------------------------------------------------------------------------------
 
-cdef void im2col_packed(const floating *x_group, Py_ssize_t positions_in,
-                        const int *gather, Py_ssize_t taps, Py_ssize_t positions_out,
-                        Py_ssize_t rows, Py_ssize_t p_start, Py_ssize_t p_count,
+cdef void im2col_packed(const floating *x_group, const Geometry *geo, Py_ssize_t channels,
+                        Py_ssize_t p_start, Py_ssize_t p_count, Run *runs, floating *row,
                         floating *packed) noexcept nogil:
-    """cols[r, j] = x[c, gather[k, p_start + j]] (0 in the padding), for rows r = c*K + k,
+    """cols[r, j] = x[c, offset(k, p_start + j)] (0 in the padding), for rows r = c*K + k,
     as the B operand of ``cols``-on-the-right products (conv forward): panels of NR positions.
-    """
+    Scratch: ``runs`` for one tap's runs, which serve every channel, and ``row`` for one row of
+    cols (POSITIONS_PER_UNIT values), built run by run and then cut into the panels."""
     cdef int nr = tile_cols(packed)
-    cdef Py_ssize_t r, j, j0, c, tap, panel, width
-    cdef int offset
-    cdef const floating *x_channel
-    cdef const int *gather_row
+    cdef Py_ssize_t taps = geo.taps, rows = channels * taps
+    cdef Py_ssize_t stride_last = geo.stride[geo.rank - 1]
+    cdef Py_ssize_t n_runs, q, t, c, tap, panel, j, j0, width
+    cdef const floating *src
+    cdef floating *part
     cdef floating *dst
-    for r in range(rows):
-        c = r // taps
-        tap = r - c * taps
-        x_channel = x_group + c * positions_in
-        gather_row = gather + tap * positions_out + p_start
-        for panel in range(ceil_div(p_count, nr)):
-            j0 = panel * nr
-            width = min(<Py_ssize_t> nr, p_count - j0)
-            dst = packed + (panel * rows + r) * nr
-            for j in range(width):
-                offset = gather_row[j0 + j]
-                dst[j] = x_channel[offset] if offset >= 0 else 0
-            for j in range(width, nr):
-                dst[j] = 0
+    cdef Run *run
+    for tap in range(taps):
+        n_runs = tile_runs(geo, tap, p_start, p_count, runs)
+        for c in range(channels):
+            for q in range(n_runs):
+                run = runs + q
+                src = x_group + c * geo.positions_in + run.base
+                part = row + run.start
+                for t in range(run.lo):
+                    part[t] = 0
+                for t in range(run.lo, run.hi):
+                    part[t] = src[t * stride_last]
+                for t in range(run.hi, run.count):
+                    part[t] = 0
+            for panel in range(ceil_div(p_count, nr)):
+                j0 = panel * nr
+                width = min(<Py_ssize_t> nr, p_count - j0)
+                dst = packed + (panel * rows + c * taps + tap) * nr
+                for j in range(width):
+                    dst[j] = row[j0 + j]
+                for j in range(width, nr):
+                    dst[j] = 0
 
 
-cdef void im2col_packed_transposed(const floating *x_group, Py_ssize_t positions_in,
-                                   const int *gather, Py_ssize_t taps, Py_ssize_t positions_out,
+cdef void im2col_packed_transposed(const floating *x_group, const Geometry *geo,
                                    Py_ssize_t row_start, Py_ssize_t row_count,
                                    Py_ssize_t p_start, Py_ssize_t p_count,
+                                   Run *runs, Py_ssize_t *run_counts,
                                    floating *packed) noexcept nogil:
     """cols.T for rows ``row_start ..`` of cols, as the B operand of ``g @ cols.T`` (the weight
-    gradient): K runs over output positions, panels of NR rows of cols."""
+    gradient): K runs over output positions, panels of NR rows of cols.
+
+    ``runs`` is scratch for min(row_count, K) taps of max_runs(geo) runs (``run_counts`` one
+    count per tap): the runs of each tap the rows use, computed once for all their channels."""
     cdef int nr = tile_cols(packed)
-    cdef Py_ssize_t r, j, p, c, tap, panel
-    cdef int offset
-    cdef const floating *x_channel
-    cdef const int *gather_row
+    cdef Py_ssize_t taps = geo.taps, stride_last = geo.stride[geo.rank - 1]
+    cdef Py_ssize_t per_slot = max_runs(geo)
+    cdef Py_ssize_t r, j, p, c, tap, panel, slot, q, t
+    cdef bint every_tap = row_count >= taps
+    cdef const floating *src
     cdef floating *dst
+    cdef Run *run
+    cdef Run *slot_runs
+    # The rows are consecutive, so they use either every tap or row_count different ones.
+    for slot in range(taps if every_tap else row_count):
+        tap = slot if every_tap else (row_start + slot) % taps
+        run_counts[slot] = tile_runs(geo, tap, p_start, p_count, runs + slot * per_slot)
     for panel in range(ceil_div(row_count, nr)):
         for j in range(nr):
             r = panel * nr + j
@@ -237,11 +380,13 @@ cdef void im2col_packed_transposed(const floating *x_group, Py_ssize_t positions
                 continue
             c = (row_start + r) // taps
             tap = (row_start + r) - c * taps
-            x_channel = x_group + c * positions_in
-            gather_row = gather + tap * positions_out + p_start
-            for p in range(p_count):
-                offset = gather_row[p]
-                dst[p * nr] = x_channel[offset] if offset >= 0 else 0
+            slot = tap if every_tap else r
+            slot_runs = runs + slot * per_slot
+            for q in range(run_counts[slot]):
+                run = slot_runs + q
+                src = x_group + c * geo.positions_in + run.base
+                for t in range(run.count):
+                    dst[(run.start + t) * nr] = src[t * stride_last] if run.lo <= t < run.hi else 0
 
 
 cdef void fill_rows(floating *dst, Py_ssize_t rows, Py_ssize_t row_len, Py_ssize_t ld,
@@ -270,11 +415,11 @@ def _check(bint ok, str message):
 
 
 # ----------------------------------------------------------------------------------------------
-# K_fwd: the convolution.  y[n, o, p] = b[o] + sum_{c, k} w[o, c*K + k] * x[n, c, gather[k, p]]
+# K_fwd: the convolution.  y[n, o, p] = b[o] + sum_{c, k} w[o, c*K + k] * x[n, c, offset(k, p)]
 # ----------------------------------------------------------------------------------------------
 
 def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
-                 const floating[::1] bias, const int[:, ::1] gather, Py_ssize_t groups,
+                 const floating[::1] bias, const Py_ssize_t[:, ::1] geometry, Py_ssize_t groups,
                  floating[:, :, ::1] out, int num_threads):
     """out = K_fwd(x, weight) + bias.  x (N, C, S), weight (O, C/groups*K), out (N, O, P).
 
@@ -283,7 +428,10 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     """
     cdef Py_ssize_t n_samples = x.shape[0], channels = x.shape[1], positions_in = x.shape[2]
     cdef Py_ssize_t out_channels = weight.shape[0], row_len = weight.shape[1]
-    cdef Py_ssize_t taps = gather.shape[0], positions_out = gather.shape[1]
+    cdef Geometry geo
+    read_geometry(geometry, &geo)
+    cdef Py_ssize_t taps = geo.taps, positions_out = geo.positions_out
+    _check(positions_in == geo.positions_in, "x positions != geometry's input positions")
     _check(groups >= 1 and channels % groups == 0 and out_channels % groups == 0, "groups")
     cdef Py_ssize_t group_channels = channels // groups, group_out = out_channels // groups
     _check(row_len == group_channels * taps, "weight columns != C/groups * taps")
@@ -297,13 +445,14 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef const floating *x_ptr = &x[0, 0, 0]
     cdef const floating *w_ptr = &weight[0, 0]
     cdef const floating *b_ptr = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef const int *gather_ptr = &gather[0, 0]
     cdef floating *out_ptr = &out[0, 0, 0]
     cdef bint has_bias = bias.shape[0] > 0
     cdef int out_of_memory = 0
     cdef int *out_of_memory_flag = &out_of_memory
     cdef Py_ssize_t unit, n, g, block, p_start, p_count
     cdef floating *pack_b
+    cdef floating *row
+    cdef Run *runs
     cdef floating *out_block
     # A = the weight of each group, packed once and shared (read-only) by all threads.
     cdef Py_ssize_t weight_panel_size = packed_a_size(out_ptr, group_out, row_len)
@@ -318,21 +467,23 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                               num_threads)
     with nogil, parallel(num_threads=num_threads):
         # Each thread owns its scratch buffer for the whole loop: B, the im2col matrix, packed.
+        # and one tap's runs of input positions for a block of output positions.
         pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(out_ptr, row_len,
                                                                       POSITIONS_PER_UNIT))
-        if pack_b == NULL:
+        runs = <Run *> malloc(sizeof(Run) * max_runs(&geo))
+        row = <floating *> malloc(sizeof(floating) * POSITIONS_PER_UNIT)
+        if pack_b == NULL or runs == NULL or row == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if pack_b == NULL:
+            if pack_b == NULL or runs == NULL or row == NULL:
                 continue
             n = unit // (groups * blocks)
             g = (unit // blocks) % groups
             block = unit % blocks
             p_start = block * POSITIONS_PER_UNIT
             p_count = min(<Py_ssize_t> POSITIONS_PER_UNIT, positions_out - p_start)
-            im2col_packed(x_ptr + (n * channels + g * group_channels) * positions_in,
-                          positions_in, gather_ptr, taps, positions_out,
-                          row_len, p_start, p_count, pack_b)
+            im2col_packed(x_ptr + (n * channels + g * group_channels) * positions_in, &geo,
+                          group_channels, p_start, p_count, runs, row, pack_b)
             out_block = out_ptr + (n * out_channels + g * group_out) * positions_out + p_start
             fill_rows(out_block, group_out, p_count, positions_out,
                       b_ptr + g * group_out if has_bias else b_ptr, has_bias)
@@ -340,18 +491,83 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             gemm_packed(group_out, p_count, row_len, packed_w_ptr + g * weight_panel_size,
                         pack_b, out_block, positions_out, True)
         free(pack_b)
+        free(runs)
+        free(row)
     if out_of_memory:
         raise MemoryError("graphm conv_forward: could not allocate scratch buffers")
 
 
 # ----------------------------------------------------------------------------------------------
+# K_fwd again, as plain loops: the formula, one multiply-add at a time (no im2col, no GEMM).
+# ----------------------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t input_offset(const Geometry *geo, Py_ssize_t tap,
+                                    Py_ssize_t position) noexcept nogil:
+    """The flat input position that kernel tap ``tap`` reads for output position ``position``,
+    or -1 where it falls into the zero padding: per axis (last first), split off the tap's and
+    the position's index and read input index ``o * stride - pad_low + t * dilation``."""
+    cdef Py_ssize_t offset = 0, t, o, i
+    cdef int a
+    for a in range(geo.rank - 1, -1, -1):
+        t = tap % geo.kernel[a]
+        tap = tap // geo.kernel[a]
+        o = position % geo.extent_out[a]
+        position = position // geo.extent_out[a]
+        i = o * geo.stride[a] - geo.pad_low[a] + t * geo.dilation[a]
+        if i < 0 or i >= geo.extent_in[a]:
+            return -1
+        offset = offset + i * geo.step_in[a]
+    return offset
+
+
+def conv_forward_plain(const floating[:, :, ::1] x, const floating[:, ::1] weight,
+                       const floating[::1] bias, const Py_ssize_t[:, ::1] geometry,
+                       Py_ssize_t groups, floating[:, :, ::1] out, int num_threads):
+    """out = K_fwd(x, weight) + bias, as plain loops: the arguments and the answer of
+    ``conv_forward`` (up to rounding: the sums run in another order), many times slower.
+
+    One parallel iteration per (sample, output channel); it writes only ``out[n, o, :]``.
+    The padding is an explicit 0 that is multiplied like any input value.
+    """
+    cdef Py_ssize_t n_samples = x.shape[0], channels = x.shape[1]
+    cdef Py_ssize_t out_channels = weight.shape[0]
+    cdef Geometry geo
+    read_geometry(geometry, &geo)
+    _check(x.shape[2] == geo.positions_in, "x positions != geometry's input positions")
+    _check(groups >= 1 and channels % groups == 0 and out_channels % groups == 0, "groups")
+    cdef Py_ssize_t group_channels = channels // groups, group_out = out_channels // groups
+    _check(weight.shape[1] == group_channels * geo.taps, "weight columns != C/groups * taps")
+    _check(bias.shape[0] in (0, out_channels), "bias length")
+    _check(out.shape[0] == n_samples and out.shape[1] == out_channels
+           and out.shape[2] == geo.positions_out, "out shape")
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t n_o, n, o, first_channel, p, c, tap, offset
+    cdef floating total, value
+    num_threads = threads_for(n_samples * out_channels, <double> n_samples * out_channels
+                              * geo.positions_out * weight.shape[1], num_threads)
+    for n_o in prange(n_samples * out_channels, nogil=True, schedule='static',
+                      num_threads=num_threads):
+        n = n_o // out_channels
+        o = n_o % out_channels
+        first_channel = (o // group_out) * group_channels      # the group's first input channel
+        for p in range(geo.positions_out):
+            total = bias[o] if has_bias else 0
+            for c in range(group_channels):
+                for tap in range(geo.taps):
+                    offset = input_offset(&geo, tap, p)
+                    value = x[n, first_channel + c, offset] if offset >= 0 else 0
+                    total = total + weight[o, c * geo.taps + tap] * value
+            out[n, o, p] = total
+
+
+# ----------------------------------------------------------------------------------------------
 # K_in: the adjoint of K_fwd in its input.
-#   dx[n, c, s] = b[c] + sum over (k, p) with gather[k, p] == s of sum_o w[o, c*K + k] g[n, o, p]
+#   dx[n, c, s] = b[c] + sum over (k, p) with offset(k, p) == s of sum_o w[o, c*K + k] g[n, o, p]
 # ----------------------------------------------------------------------------------------------
 
 def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] weight,
-                    const floating[::1] bias, const int[:, ::1] gather, Py_ssize_t groups,
-                    floating[:, :, ::1] grad_in, int num_threads):
+                    const floating[::1] bias, const Py_ssize_t[:, ::1] geometry,
+                    Py_ssize_t groups, floating[:, :, ::1] grad_in, int num_threads):
     """grad_in = K_in(grad_out, weight) + bias.  grad_out (N, O, P), grad_in (N, C, S).
 
     As convolution's VJP, ``bias`` is empty; as transposed convolution's forward it is the
@@ -361,12 +577,15 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
     cdef Py_ssize_t n_samples = grad_out.shape[0], out_channels = grad_out.shape[1]
     cdef Py_ssize_t positions_out = grad_out.shape[2]
     cdef Py_ssize_t channels = grad_in.shape[1], positions_in = grad_in.shape[2]
-    cdef Py_ssize_t row_len = weight.shape[1], taps = gather.shape[0]
+    cdef Geometry geo
+    read_geometry(geometry, &geo)
+    cdef Py_ssize_t row_len = weight.shape[1], taps = geo.taps
     _check(groups >= 1 and channels % groups == 0 and out_channels % groups == 0, "groups")
     cdef Py_ssize_t group_channels = channels // groups, group_out = out_channels // groups
     _check(weight.shape[0] == out_channels, "weight rows != O")
     _check(row_len == group_channels * taps, "weight columns != C/groups * taps")
-    _check(gather.shape[1] == positions_out, "gather columns != P")
+    _check(positions_out == geo.positions_out, "grad_out positions != geometry's output positions")
+    _check(positions_in == geo.positions_in, "grad_in positions != geometry's input positions")
     _check(grad_in.shape[0] == n_samples, "batch sizes differ")
     _check(bias.shape[0] in (0, channels), "bias length")
     cdef Py_ssize_t block_channels = max(1, min(group_channels, (ROWS_PER_UNIT + taps - 1) // taps))
@@ -377,19 +596,20 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
     cdef const floating *g_ptr = &grad_out[0, 0, 0] if grad_out.size > 0 else NULL
     cdef const floating *w_ptr = &weight[0, 0]
     cdef const floating *b_ptr = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef const int *gather_ptr = &gather[0, 0] if gather.size > 0 else NULL
     cdef floating *dx_ptr = &grad_in[0, 0, 0]
     cdef bint has_bias = bias.shape[0] > 0
     cdef int out_of_memory = 0
     cdef int *out_of_memory_flag = &out_of_memory
     cdef Py_ssize_t unit, n, g, c_block, c_start, c_count, rows, p_block, p_start, p_count, r, j, c, tap
-    cdef int offset
+    cdef Py_ssize_t n_runs, q, t, stride_last = geo.stride[geo.rank - 1]
+    cdef Run *runs
+    cdef Run *run
+    cdef floating *dx_run
     cdef floating *dcols
     cdef floating *pack_b
     cdef floating *dx_block
     cdef floating *dx_channel
     cdef floating *dcols_row
-    cdef const int *gather_row
     # A = the rows of W_g.T that belong to one block of input channels, for every (group, block),
     # packed once and shared (read-only) by all threads.
     cdef Py_ssize_t block_panel_size = packed_a_size(dx_ptr, block_channels * taps, group_out)
@@ -410,10 +630,11 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
         dcols = <floating *> malloc(sizeof(floating) * block_channels * taps * POSITIONS_PER_UNIT)
         pack_b = <floating *> malloc(sizeof(floating) * packed_b_size(dx_ptr, group_out,
                                                                       POSITIONS_PER_UNIT))
-        if dcols == NULL or pack_b == NULL:
+        runs = <Run *> malloc(sizeof(Run) * max_runs(&geo))
+        if dcols == NULL or pack_b == NULL or runs == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if dcols == NULL or pack_b == NULL:
+            if dcols == NULL or pack_b == NULL or runs == NULL:
                 continue
             n = unit // (groups * channel_blocks)
             g = (unit // channel_blocks) % groups
@@ -433,29 +654,31 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
                 gemm_packed(rows, p_count, group_out,
                             packed_w_ptr + (g * channel_blocks + c_block) * block_panel_size,
                             pack_b, dcols, p_count, False)
-                # col2im: send every dcols entry back to the input position it was read from.
-                for r in range(rows):
-                    c = r // taps
-                    tap = r - c * taps
-                    dx_channel = dx_block + c * positions_in
-                    gather_row = gather_ptr + tap * positions_out + p_start
-                    dcols_row = dcols + r * p_count
-                    for j in range(p_count):
-                        offset = gather_row[j]
-                        if offset >= 0:
-                            dx_channel[offset] += dcols_row[j]
+                # col2im: send every dcols entry back to the input position it was read from
+                # (each channel receives its additions in the order (tap, position)).
+                for tap in range(taps):
+                    n_runs = tile_runs(&geo, tap, p_start, p_count, runs)
+                    for c in range(c_count):
+                        dx_channel = dx_block + c * positions_in
+                        dcols_row = dcols + (c * taps + tap) * p_count
+                        for q in range(n_runs):
+                            run = runs + q
+                            dx_run = dx_channel + run.base
+                            for t in range(run.lo, run.hi):
+                                dx_run[t * stride_last] += dcols_row[run.start + t]
         free(dcols)
         free(pack_b)
+        free(runs)
     if out_of_memory:
         raise MemoryError("graphm conv_input_grad: could not allocate scratch buffers")
 
 
 # ----------------------------------------------------------------------------------------------
-# K_w: the adjoint of K_fwd in its weight.  dw[o, c*K + k] = sum_{n, p} g[n, o, p] x[n, c, gather[k, p]]
+# K_w: the adjoint of K_fwd in its weight.  dw[o, c*K + k] = sum_{n, p} g[n, o, p] x[n, c, offset(k, p)]
 # ----------------------------------------------------------------------------------------------
 
 def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad_out,
-                     const int[:, ::1] gather, Py_ssize_t groups,
+                     const Py_ssize_t[:, ::1] geometry, Py_ssize_t groups,
                      floating[:, ::1] grad_weight, int num_threads):
     """grad_weight = K_w(x, grad_out).  x (N, C, S), grad_out (N, O, P), grad_weight (O, Cg*K).
 
@@ -464,13 +687,16 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
     """
     cdef Py_ssize_t n_samples = x.shape[0], channels = x.shape[1], positions_in = x.shape[2]
     cdef Py_ssize_t out_channels = grad_out.shape[1], positions_out = grad_out.shape[2]
-    cdef Py_ssize_t row_len = grad_weight.shape[1], taps = gather.shape[0]
+    cdef Geometry geo
+    read_geometry(geometry, &geo)
+    cdef Py_ssize_t row_len = grad_weight.shape[1], taps = geo.taps
     _check(groups >= 1 and channels % groups == 0 and out_channels % groups == 0, "groups")
     cdef Py_ssize_t group_channels = channels // groups, group_out = out_channels // groups
     _check(grad_out.shape[0] == n_samples, "batch sizes differ")
     _check(grad_weight.shape[0] == out_channels, "grad_weight rows != O")
     _check(row_len == group_channels * taps, "grad_weight columns != C/groups * taps")
-    _check(gather.shape[1] == positions_out, "gather columns != P")
+    _check(positions_out == geo.positions_out, "grad_out positions != geometry's output positions")
+    _check(positions_in == geo.positions_in, "x positions != geometry's input positions")
     cdef Py_ssize_t sample_blocks = (n_samples + SAMPLES_PER_UNIT - 1) // SAMPLES_PER_UNIT
     cdef Py_ssize_t col_blocks = (row_len + WEIGHT_COLS_PER_UNIT - 1) // WEIGHT_COLS_PER_UNIT
     cdef Py_ssize_t units = sample_blocks * groups * col_blocks
@@ -492,7 +718,6 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
         partial_ptr = &grad_weight[0, 0]
     cdef const floating *x_ptr = &x[0, 0, 0]
     cdef const floating *g_ptr = &grad_out[0, 0, 0]
-    cdef const int *gather_ptr = &gather[0, 0]
     cdef floating *dw_ptr = &grad_weight[0, 0]
     cdef Py_ssize_t weight_size = out_channels * row_len
     cdef int out_of_memory = 0
@@ -503,6 +728,9 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
     cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *dw_block
+    cdef Run *runs
+    cdef Py_ssize_t *run_counts
+    cdef Py_ssize_t run_slots = min(taps, <Py_ssize_t> WEIGHT_COLS_PER_UNIT)
     num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
                               num_threads)
     with nogil, parallel(num_threads=num_threads):
@@ -510,10 +738,12 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
                                                                       WEIGHT_COLS_PER_UNIT))
         pack_a = <floating *> malloc(sizeof(floating) * packed_a_size(dw_ptr, group_out,
                                                                       POSITIONS_PER_UNIT))
-        if pack_a == NULL or pack_b == NULL:
+        runs = <Run *> malloc(sizeof(Run) * run_slots * max_runs(&geo))
+        run_counts = <Py_ssize_t *> malloc(sizeof(Py_ssize_t) * run_slots)
+        if pack_a == NULL or pack_b == NULL or runs == NULL or run_counts == NULL:
             out_of_memory_flag[0] = 1
         for unit in prange(units, schedule='static'):
-            if pack_a == NULL or pack_b == NULL:
+            if pack_a == NULL or pack_b == NULL or runs == NULL or run_counts == NULL:
                 continue
             s_block = unit // (groups * col_blocks)
             g = (unit // col_blocks) % groups
@@ -530,14 +760,15 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
                     pack_a_panels(g_ptr + (n * out_channels + g * group_out) * positions_out
                                   + p_start, positions_out, 1, group_out, p_count, pack_a)
                     im2col_packed_transposed(
-                        x_ptr + (n * channels + g * group_channels) * positions_in,
-                        positions_in, gather_ptr, taps, positions_out,
-                        col_start, col_count, p_start, p_count, pack_b)
+                        x_ptr + (n * channels + g * group_channels) * positions_in, &geo,
+                        col_start, col_count, p_start, p_count, runs, run_counts, pack_b)
                     # dW_g[:, block] (Og, col_count) += g[n, group, block] (Og, p) @ cols.T (p, col_count)
                     gemm_packed(group_out, col_count, p_count, pack_a, pack_b,
                                 dw_block, row_len, True)
         free(pack_a)
         free(pack_b)
+        free(runs)
+        free(run_counts)
     if out_of_memory:
         raise MemoryError("graphm conv_weight_grad: could not allocate scratch buffers")
     if sample_blocks > 1:

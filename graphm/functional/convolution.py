@@ -5,10 +5,12 @@ This module is the door to graphm's compiled kernels.  It does three things, in 
 1. **Checks every argument** and raises a ``ValueError``/``TypeError`` that names the argument,
    its value and the shapes involved, *before* any compiled code runs: the kernels drop the GIL
    and trust what they are given.
-2. **Reduces any rank to one geometry.**  A convolution of rank d is described completely by a
-   *gather map*: ``gather[k, p]`` is the flat input position that kernel tap ``k`` reads for
-   output position ``p`` (or -1 where the tap falls into the zero padding).  Stride, padding and
-   dilation exist only here; the kernels see ``(N, C, positions)`` arrays and the map.
+2. **Reduces any rank to one geometry.**  A convolution of rank d is described completely by
+   six small integers per spatial axis: the input and output extents, the kernel extent, the
+   stride, the low padding and the dilation (a ``(6, d)`` array).  The kernels see
+   ``(N, C, positions)`` arrays and that array; each work unit computes, from it, which input
+   position each kernel tap reads for the output positions of its tile (nothing of the size
+   taps x positions is ever built, or cached).
 3. **Routes each op to one of three kernels** (the adjoint table of DESIGN.md).  Transposed
    convolution *is* the adjoint of convolution, ``<conv(x, w), y> = <x, conv_transpose(y, w)>``,
    so its forward pass is convolution's input-gradient kernel and its input gradient is
@@ -47,50 +49,21 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # ----------------------------------------------------------------------------------------------
-# Geometry: the gather map
+# Geometry: what the kernels are told
 # ----------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=16)
-def _gather_map(in_spatial, kernel, stride, pad_low, dilation, out_spatial):
-    """gather[k, p]: the flat input position read by kernel tap k at output position p, or -1.
+def _kernel_geometry(in_spatial, kernel, stride, pad_low, dilation, out_spatial):
+    """The ``(6, d)`` array the kernels read: rows in, out, kernel, stride, pad_low, dilation.
 
     Along one axis, output index ``o`` and tap ``κ`` read input index ``o·s − p_low + κ·d``
-    (zero padding where that falls outside ``[0, in)``).  The flat position is the row-major
-    combination of the per-axis indices; the map is cached because a training loop asks for the
-    same geometry again and again (it is returned read-only).
-
-    Each axis contributes ``index · row-major stride`` for an index inside the input and
-    ``-2**31`` outside it, which keeps the sum negative whatever the other axes add (valid
-    offsets add up to less than 2**31, checked by the caller); negative sums become -1.  The
-    sums are formed one first-axis tap at a time, so the int64 scratch stays a fraction of the
-    int32 map.
+    (zero padding where that falls outside ``[0, in)``).  A few dozen bytes; made per call.
     """
-    rank = len(kernel)
-    flat_stride = np.cumprod((1,) + tuple(in_spatial[:0:-1]))[::-1]  # row-major strides
-    contributions = []                                                # per axis: (k_axis, out_axis)
-    for axis in range(rank):
-        taps = np.arange(kernel[axis], dtype=np.int64) * dilation[axis]
-        starts = np.arange(out_spatial[axis], dtype=np.int64) * stride[axis] - pad_low[axis]
-        index = taps[:, None] + starts[None, :]
-        inside = (index >= 0) & (index < in_spatial[axis])
-        contributions.append(np.where(inside, index * flat_stride[axis], -2 ** 31))
-    rows = math.prod(kernel[1:])                   # taps that share one first-axis tap
-    gather = np.empty((math.prod(kernel), math.prod(out_spatial)), dtype=np.int32)
-    for first in range(kernel[0]):
-        block = np.zeros((1,) * (2 * rank), dtype=np.int64)
-        for axis, contribution in enumerate(contributions):
-            if axis == 0:
-                contribution = contribution[first:first + 1]
-            shape = [1] * (2 * rank)
-            shape[axis], shape[rank + axis] = contribution.shape
-            block = block + contribution.reshape(shape)
-        gather[first * rows:(first + 1) * rows] = np.maximum(block, -1).reshape(rows, -1)
-    gather.flags.writeable = False
-    return gather
+    return np.array([in_spatial, out_spatial, kernel, stride, pad_low, dilation], dtype=np.intp)
 
 
 class _Problem:
-    """One convolution, checked, in the kernels' terms: ``(N, C, positions)`` arrays and a map."""
+    """One convolution, checked, in the kernels' terms: ``(N, C, positions)`` arrays and a
+    geometry."""
 
     def __init__(self, op, input, weight, bias, stride, padding, dilation, groups, rank,
                  transposed, output_padding=0, grad_output=None, grad_output_needed=False,
@@ -167,9 +140,9 @@ class _Problem:
     # The kernels' views are made on first use only, so that a shape query copies nothing.
 
     @functools.cached_property
-    def gather(self):
-        """The gather map of the convolution (for conv_transpose: of its adjoint convolution)."""
-        return _gather_map(*self.geometry)
+    def kernel_geometry(self):
+        """The geometry array of the convolution (for conv_transpose: of its adjoint one)."""
+        return _kernel_geometry(*self.geometry)
 
     @functools.cached_property
     def input3(self):
@@ -246,7 +219,8 @@ def _conv(op, rank, input, weight, bias, stride, padding, dilation, groups):
     problem = _Problem(op, input, weight, bias, stride, padding, dilation, groups, rank,
                        transposed=False)
     out = problem.empty(problem.out_channels, problem.out_spatial)
-    kernels.conv_forward(problem.input3, problem.weight2, problem.bias, problem.gather,
+    kernels.conv_forward(problem.input3, problem.weight2, problem.bias,
+                         problem.kernel_geometry,
                          problem.groups, out, get_num_threads())
     return problem.unflat(out, problem.out_channels, problem.out_spatial)
 
@@ -339,9 +313,9 @@ def conv_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, g
     threads = get_num_threads()
     grad_input = problem.empty(problem.in_channels, problem.in_spatial)
     kernels.conv_input_grad(problem.grad_output3, problem.weight2, problem.bias,
-                            problem.gather, problem.groups, grad_input, threads)
+                            problem.kernel_geometry, problem.groups, grad_input, threads)
     grad_weight = np.empty_like(problem.weight2)
-    kernels.conv_weight_grad(problem.input3, problem.grad_output3, problem.gather,
+    kernels.conv_weight_grad(problem.input3, problem.grad_output3, problem.kernel_geometry,
                              problem.groups, grad_weight, threads)
     grad_bias = np.empty(problem.out_channels, dtype=problem.dtype)
     kernels.bias_grad(problem.grad_output3, grad_bias, threads)
@@ -408,7 +382,7 @@ def conv_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, dila
                        cropped_output=True)
     shape = problem.weight_shape
     grad_weight = np.empty((shape[0], math.prod(shape[1:])), dtype=problem.dtype)
-    kernels.conv_weight_grad(problem.input3, problem.grad_output3, problem.gather,
+    kernels.conv_weight_grad(problem.input3, problem.grad_output3, problem.kernel_geometry,
                              problem.groups, grad_weight, get_num_threads())
     return grad_weight.reshape(problem.weight_shape)
 
@@ -423,7 +397,8 @@ def _conv_transpose(op, rank, input, weight, bias, stride, padding, output_paddi
                        transposed=True, output_padding=output_padding)
     out = problem.empty(problem.out_channels, problem.out_spatial)
     # conv_transpose(x, w) + b = K_in(x, w) + b: the input-gradient kernel of the adjoint conv.
-    kernels.conv_input_grad(problem.input3, problem.weight2, problem.bias, problem.gather,
+    kernels.conv_input_grad(problem.input3, problem.weight2, problem.bias,
+                            problem.kernel_geometry,
                             problem.groups, out, get_num_threads())
     return problem.unflat(out, problem.out_channels, problem.out_spatial)
 
@@ -515,10 +490,11 @@ def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0, out
                        grad_output=grad_output, grad_output_needed=True)
     threads = get_num_threads()
     grad_input = problem.empty(problem.in_channels, problem.in_spatial)
-    kernels.conv_forward(problem.grad_output3, problem.weight2, problem.bias, problem.gather,
+    kernels.conv_forward(problem.grad_output3, problem.weight2, problem.bias,
+                         problem.kernel_geometry,
                          problem.groups, grad_input, threads)
     grad_weight = np.empty_like(problem.weight2)
-    kernels.conv_weight_grad(problem.grad_output3, problem.input3, problem.gather,
+    kernels.conv_weight_grad(problem.grad_output3, problem.input3, problem.kernel_geometry,
                              problem.groups, grad_weight, threads)
     grad_bias = np.empty(problem.out_channels, dtype=problem.dtype)
     kernels.bias_grad(problem.grad_output3, grad_bias, threads)
