@@ -80,27 +80,51 @@ def pool_geometry(fname, input_shape, dims, kernel_size, stride=None, padding=0,
                         len(input_shape) == dims + 2)
 
 
+def _axis_reach(size, k, s, p, d, o):
+    """On one axis, the kernel offsets a pool needs to visit and the padding they read.
+
+    Offset ``a`` reads input coordinate ``i·s − p + a·d`` for the windows ``i < o``. Offsets
+    below ``a_low`` or above ``a_high`` read padding in every window, and padding never wins a
+    max (nor adds to a sum), so they are skipped: the work is bounded by the input and output
+    extents, not by the padding or the kernel. Returns ``(a_low, a_high, pad_low, pad_high)``,
+    the offsets visited (inclusive) and how much padding those offsets read on each side.
+    """
+    a_low = max(0, -((p - (o - 1) * s) // -d))     # ceil((p - (o-1)·s) / d): last window reaches 0
+    a_high = min(k - 1, (size - 1 + p) // d)       # the first window still reaches the input
+    a_high = max(a_high, a_low)
+    pad_low = max(0, p - a_low * d)
+    pad_high = max(0, (o - 1) * s - p + a_high * d - (size - 1))
+    return a_low, a_high, pad_low, pad_high
+
+
+def _reach(spatial, geometry):
+    return [_axis_reach(size, *args, o) for size, *args, o in
+            zip(spatial, *geometry[:4], geometry.out_spatial)]
+
+
 def _padded(x, geometry, fill):
-    """Pad the spatial axes of a batched array by ``padding`` on the left and, on the right, by
-    enough to hold every window (ceil mode may reach past the usual padding) with ``fill``."""
+    """Pad the spatial axes of a batched array with ``fill``, on each side by as much as the
+    visited kernel offsets read (see ``_axis_reach``; ceil mode may reach past ``padding``)."""
     dims = len(geometry.kernel_size)
-    widths = [(0, 0)] * (x.ndim - dims)
-    for size, k, s, p, d, o in zip(x.shape[-dims:], *geometry[:4], geometry.out_spatial):
-        reach = (o - 1) * s + d * (k - 1) + 1            # extent covered by the windows
-        widths.append((p, max(reach - size - p, 0)))
+    widths = [(0, 0)] * (x.ndim - dims) + [(low, high) for _, _, low, high in
+                                           _reach(x.shape[-dims:], geometry)]
     if all(w == (0, 0) for w in widths):
         return x
     return np.pad(x, widths, constant_values=fill)
 
 
-def _offset_slices(geometry):
-    """Yield, for each kernel offset (row-major, as PyTorch scans a window), the tuple of slices
-    that picks that offset's value out of every window of the padded input at once."""
-    ranges = [range(k) for k in geometry.kernel_size]
+def _offset_slices(geometry, spatial):
+    """Yield, for each kernel offset that can touch the input (row-major, as PyTorch scans a
+    window), the tuple of slices that picks that offset's value out of every window of the
+    input padded by ``_padded`` at once."""
+    reach = _reach(spatial, geometry)
+    ranges = [range(a_low, a_high + 1) for a_low, a_high, _, _ in reach]
     for offset in itertools.product(*ranges):
         yield offset, (Ellipsis,) + tuple(
-            slice(a * d, a * d + (o - 1) * s + 1, s)
-            for a, s, d, o in zip(offset, geometry.stride, geometry.dilation, geometry.out_spatial))
+            slice(start, start + (o - 1) * s + 1, s)
+            for start, s, o in zip((a * d - p + low for a, d, p, (_, _, low, _) in
+                                    zip(offset, geometry.dilation, geometry.padding, reach)),
+                                   geometry.stride, geometry.out_spatial))
 
 
 def _inside_input(offset, spatial, geometry):
@@ -133,11 +157,12 @@ def max_pool_with_indices(fname, input, dims, kernel_size, stride=None, padding=
     spatial = input.shape[-dims:]
     axis_stride = [math.prod(spatial[axis + 1:]) for axis in range(dims)]   # row-major
     has_nan = bool(np.isnan(input).any())     # one pass; NaN's special rule is needed only then
-    kernel_count = math.prod(geometry.kernel_size)
+    kernel_count = math.prod(a_high - a_low + 1 for a_low, a_high, _, _ in
+                             _reach(spatial, geometry))         # the offsets visited
     displacement = np.empty(kernel_count, np.int64)  # flat input offset of each kernel offset
     best = best_offset = None
     seen = np.zeros(geometry.out_spatial, bool)      # has this window met a real element yet?
-    for number, (offset, window) in enumerate(_offset_slices(geometry)):
+    for number, (offset, window) in enumerate(_offset_slices(geometry, spatial)):
         displacement[number] = sum(a * d * st for a, d, st in
                                    zip(offset, geometry.dilation, axis_stride))
         value = x[window]
@@ -207,9 +232,10 @@ def max_pool_gather(values, indices, dims):
 
 def _window_sum(x, geometry):
     """Sum of every window of a batched array, zero padding included: a loop over offsets."""
+    spatial = x.shape[-len(geometry.kernel_size):]
     x = _padded(x, geometry, 0)
     total = None
-    for _, window in _offset_slices(geometry):
+    for _, window in _offset_slices(geometry, spatial):
         if total is None:
             total = x[window].copy()
         else:
@@ -221,15 +247,14 @@ def _window_sum_transpose(grad, input_shape, geometry):
     """Adjoint of ``_window_sum``: every window adds its gradient back onto the positions it
     read; then the padding is cropped off. Shapes: grad (N, C, *out) -> (N, C, *in)."""
     dims = len(geometry.kernel_size)
+    spatial = tuple(input_shape[-dims:])
     padded_shape = list(input_shape)
     crop = [slice(None)] * (len(input_shape) - dims)
-    for axis, (size, k, s, p, d, o) in enumerate(zip(input_shape[-dims:], *geometry[:4],
-                                                     geometry.out_spatial)):
-        reach = (o - 1) * s + d * (k - 1) + 1
-        padded_shape[len(input_shape) - dims + axis] = size + p + max(reach - size - p, 0)
-        crop.append(slice(p, p + size))
+    for axis, (size, (_, _, low, high)) in enumerate(zip(spatial, _reach(spatial, geometry))):
+        padded_shape[len(input_shape) - dims + axis] = low + size + high
+        crop.append(slice(low, low + size))
     padded = np.zeros(padded_shape, grad.dtype)
-    for _, window in _offset_slices(geometry):
+    for _, window in _offset_slices(geometry, spatial):
         padded[window] += grad
     return np.ascontiguousarray(padded[tuple(crop)])
 

@@ -114,5 +114,5 @@ softplus = register(Softplus())
 
 
 def _softplus_slope(x, beta, threshold):
-    scaled = x * x.dtype.type(beta)
+    scaled = np.asarray(x * x.dtype.type(beta))   # 0-d stays an array (not a NumPy scalar)
     return np.where(scaled > threshold, x.dtype.type(1), F.sigmoid(scaled))
