@@ -138,6 +138,17 @@ def _inside_input(offset, spatial, geometry):
     return None if mask.all() else mask
 
 
+def _windows_with_input(spatial, geometry):
+    """Boolean mask over output positions: does the window read at least one input element?
+    None when every window does (always, unless a dilation skips over the whole input)."""
+    mask = np.ones((), bool)
+    for size, k, s, p, d, o in zip(spatial, *geometry[:4], geometry.out_spatial):
+        start = np.arange(o) * s - p
+        first = np.where(start < 0, start - d * (start // d), start)  # first tap at or past 0
+        mask = np.logical_and.outer(mask, (first < size) & (first <= start + d * (k - 1)))
+    return None if mask.all() else mask
+
+
 def _as_batched(x, geometry):
     return x if geometry.batched else x[None]
 
@@ -153,6 +164,9 @@ def max_pool_with_indices(fname, input, dims, kernel_size, stride=None, padding=
     check_float_array(fname, "input", input)
     geometry = pool_geometry(fname, input.shape, dims, kernel_size, stride, padding, dilation,
                              ceil_mode)
+    if input.size == 0:      # an empty batch: no window, and nothing of the output's size built
+        shape = input.shape[:-dims] + tuple(geometry.out_spatial)
+        return np.empty(shape, input.dtype), np.empty(shape, np.int64), geometry
     x = _padded(_as_batched(input, geometry), geometry, -np.inf)
     spatial = input.shape[-dims:]
     axis_stride = [math.prod(spatial[axis + 1:]) for axis in range(dims)]   # row-major
@@ -192,6 +206,16 @@ def max_pool_with_indices(fname, input, dims, kernel_size, stride=None, padding=
         window_start = np.add.outer(window_start, (np.arange(o) * s - p) * st)
     flat = displacement[best_offset]
     flat += window_start
+    if not seen.all():
+        # A dilated window can fall wholly into the padding: its maximum is -inf, and its index
+        # is PyTorch's, the window's first dilated position at or past 0 on each axis.
+        first_start = np.zeros((), np.int64)
+        for o, s, p, d, st in zip(geometry.out_spatial, geometry.stride, geometry.padding,
+                                  geometry.dilation, axis_stride):
+            start = np.arange(o) * s - p
+            start = np.where(start < 0, start - d * (start // d), start)   # start + d·ceil(-start/d)
+            first_start = np.add.outer(first_start, start * st)
+        flat = np.where(seen, flat, first_start)
     if not geometry.batched:
         best, flat = best[0], flat[0]
     return np.ascontiguousarray(best), flat, geometry
@@ -210,6 +234,12 @@ def max_pool_backward(grad_output, indices, input_shape, geometry):
     dims = len(geometry.kernel_size)
     spatial = math.prod(input_shape[-dims:])
     planes = math.prod(input_shape[:-dims])                  # N * C (or C) independent images
+    if planes == 0:          # an empty batch: nothing to send back
+        return np.zeros(input_shape, grad_output.dtype)
+    real = _windows_with_input(input_shape[-dims:], geometry)
+    if real is not None:     # a window wholly in the padding read no input: it sends nothing
+        grad_output = np.where(real, grad_output, grad_output.dtype.type(0))
+        indices = np.where(real, indices, 0)
     targets = indices.reshape(planes, -1) + (np.arange(planes) * spatial)[:, None]
     overlapping = any(s < d * (k - 1) + 1 for k, s, d in
                       zip(geometry.kernel_size, geometry.stride, geometry.dilation))
@@ -226,6 +256,8 @@ def max_pool_gather(values, indices, dims):
     """``values`` (shaped like the pool's input) read at the winning ``indices``: the JVP of a
     max pool, which is linear in the tangent once the winners are known."""
     planes = math.prod(indices.shape[:-dims]) if indices.ndim > dims else 1
+    if planes == 0:
+        return np.zeros(indices.shape, values.dtype)
     flat = values.reshape(planes, -1)
     return np.take_along_axis(flat, indices.reshape(planes, -1), axis=1).reshape(indices.shape)
 
@@ -298,6 +330,8 @@ def avg_pool(fname, input, dims, kernel_size, stride=None, padding=0, ceil_mode=
     check_float_array(fname, "input", input)
     geometry = avg_pool_geometry(fname, input.shape, dims, kernel_size, stride, padding,
                                  ceil_mode, divisor_override)
+    if input.size == 0:      # an empty batch: no window, and nothing of the output's size built
+        return np.empty(input.shape[:-dims] + tuple(geometry.out_spatial), input.dtype)
     total = _window_sum(_as_batched(input, geometry), geometry)
     total /= avg_pool_divisor(input.shape, geometry, count_include_pad, divisor_override,
                               input.dtype)
@@ -307,6 +341,8 @@ def avg_pool(fname, input, dims, kernel_size, stride=None, padding=0, ceil_mode=
 def avg_pool_backward(grad_output, input_shape, geometry, count_include_pad, divisor_override):
     """Adjoint of average pooling (it is linear): divide by the divisor, then spread each
     window's share back over the window."""
+    if grad_output.size == 0:     # an empty batch: nothing to spread
+        return np.zeros(input_shape, grad_output.dtype)
     grad = grad_output / avg_pool_divisor(input_shape, geometry, count_include_pad,
                                           divisor_override, grad_output.dtype)
     batched_shape = tuple(input_shape) if geometry.batched else (1,) + tuple(input_shape)
