@@ -261,7 +261,9 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                      w[o, c, \kappa] \; x[n,\; g C_g + c,\; i \cdot s - p + \kappa \cdot \delta] ,
 
     where :math:`i` and :math:`\kappa` are multi-indices over the spatial axes, the index
-    arithmetic is per axis, and :math:`x` is zero outside its bounds (the padding).
+    arithmetic is per axis, and :math:`x` is zero outside its bounds (the padding): an explicit
+    zero that is multiplied, so a NaN or Inf weight meeting a padded tap gives NaN (see "Zero
+    padding and non-finite values" in the module docstring).
 
     Parameters
     ----------

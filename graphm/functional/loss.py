@@ -48,6 +48,8 @@ def class_targets(fname, input, target, weight, ignore_index, label_smoothing=0.
 
         q[i, c] = (1 - eps) * w[y_i] * [c == y_i]  +  eps / C * w[c]     (0 for ignored rows)
 
+    The sum is :func:`row_losses`, which skips the terms with ``q = 0``.
+
     Returns ``(scores, q, divisor)``: the input as (M, C) rows, q, and the number that divides
     the sum under ``reduction='mean'`` (the total weight of the non-ignored labels, as PyTorch).
     """
