@@ -349,6 +349,10 @@ HUGE_CALLS = {
         lambda: F.conv_weight_grad(zeros(1, 1, 4), (2**29, 1, 1), zeros(1, 2**29, 4)),
         "weight_shape|output"),
     "GraphM.param": (lambda: graphm.GraphM().param("w", (2**20, 2**20)), "'w'"),
+    "linear output past the bound": (
+        lambda: F.linear(np.broadcast_to(ones(1, 1), (2**20, 1)), ones(2**10, 1)), "output"),
+    "mse_loss broadcast past the bound": (
+        lambda: F.mse_loss(zeros(2**15, 1), zeros(1, 2**15)), "broadcast"),
 }
 
 
@@ -593,3 +597,16 @@ def test_empty_batch_pooling_builds_nothing_of_the_output_size(pool):
     assert np.asarray(grad).shape == x.shape
     _, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
     assert indices.shape == y.shape and indices.dtype == np.int64
+
+
+def test_layers_follow_the_same_one_tuple_rule():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 2, 7, 7)).astype(F32)
+    layer = nn.Conv2d(2, 3, 3, stride=(2,), padding=(1,), dilation=(1,))
+    reference = torch.nn.Conv2d(2, 3, 3, stride=(2,), padding=(1,), dilation=(1,))
+    with torch.no_grad():
+        reference.weight.copy_(_t(layer.weight.numpy()))
+        reference.bias.copy_(_t(layer.bias.numpy()))
+        want = reference(_t(x)).numpy()
+    assert layer.stride == (2, 2) and layer.padding == (1, 1)
+    assert_same_values(layer(graphm.tensor(x)).numpy(), want, rtol=1e-4, atol=1e-5)

@@ -7,7 +7,8 @@ import warnings
 
 import numpy as np
 
-from graphm.functional._checks import check_float_array, check_same_dtype, legacy_reduction
+from graphm.functional._checks import (check_float_array, check_same_dtype, check_size,
+                                       legacy_reduction)
 from graphm.functional._dispatch import tensor_aware
 from graphm.functional.activation import _c_order, log_softmax
 
@@ -177,6 +178,8 @@ def _mse_check(input, target, weight):
     except ValueError:
         raise ValueError(f"mse_loss(): input {input.shape} and target {target.shape} cannot be "
                          "broadcast together") from None
+    check_size("mse_loss()", "broadcast of input and target", shape,
+               f"input {input.shape}, target {target.shape}")
     if target.shape != input.shape:
         warnings.warn(f"Using a target size ({target.shape}) that is different to the input "
                       f"size ({input.shape}). This will likely lead to incorrect results due to "

@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from graphm import functional as F
-from graphm.functional._checks import LARGEST_PARAMETER, check_size
+from graphm.functional._checks import LARGEST_PARAMETER, axis_entries, check_size
 from graphm.nn import init
 from graphm.nn.module import Module, Parameter, _check_device, _dtype
 
@@ -29,11 +29,12 @@ def _positive_int(layer, name, value):
 
 
 def _ntuple(layer, name, value, dims, minimum):
-    """``3`` -> ``(3, 3)`` for dims 2; a tuple/list must have ``dims`` ints >= minimum."""
+    """``3`` -> ``(3, 3)`` for dims 2; a tuple/list must have ``dims`` ints >= minimum (a
+    1-tuple is broadcast, PyTorch's rule for the functional ops, see ``axis_entries``)."""
     if isinstance(value, numbers.Integral):
         values = (value,) * dims
     elif isinstance(value, (tuple, list)):
-        values = tuple(value)
+        values = tuple(axis_entries(value, dims))
     else:
         raise TypeError(f"{layer}: {name} must be an int or a tuple of {dims} ints, got "
                         f"{value!r} of type {type(value).__name__}")
