@@ -15,6 +15,7 @@ The layers, bottom to top (nothing imports upward)::
 """
 from graphm._config import get_num_threads, openmp_enabled, set_num_threads
 from graphm import spec, functional
+from graphm.functional._checks import get_max_elements, set_max_elements
 from graphm.ops import ShapeError
 from graphm.tensor import Tensor, arange, enable_grad, from_numpy, is_grad_enabled, no_grad, ones, rand, randn, tensor, zeros  # noqa: E501
 from graphm.graph import GraphM
@@ -33,3 +34,4 @@ __all__ = ["GraphM", "ShapeError", "Tensor", "compile", "data", "enable_grad", "
            "get_num_threads", "grad", "is_grad_enabled", "jvp", "load", "manual_seed", "nn",
            "no_grad", "openmp_enabled", "optim", "save", "set_num_threads", "spec", "tensor",
            "testing", "value_and_grad", "vjp", "__version__"]
+__all__ += ["get_max_elements", "set_max_elements"]     # the bound on array sizes (issue 12)

@@ -16,11 +16,15 @@ def openmp_enabled():
     return bool(_compiled_with_openmp())
 
 
+MAX_NUM_THREADS = 1024   # far above any CPU graphm runs on, far below the kernels' C int
+
+
 def _default_num_threads():
-    """``OMP_NUM_THREADS`` if it is set to a positive integer, else the CPUs we may run on."""
+    """``OMP_NUM_THREADS`` if it is set to a positive integer (at most ``MAX_NUM_THREADS``),
+    else the CPUs we may run on."""
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
-        return int(env)
+        return min(int(env), MAX_NUM_THREADS)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -36,15 +40,24 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int
-        A positive integer. Values above the number of CPUs are allowed (they only oversubscribe).
-        In a serial build (``openmp_enabled()`` is False) the value is kept but has no effect.
+        A positive integer, at most ``MAX_NUM_THREADS`` (1024). Values above the number of CPUs
+        are allowed (they only oversubscribe). In a serial build (``openmp_enabled()`` is
+        False) the value is kept but has no effect.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an int.
+    ValueError
+        If ``n`` is below 1 or above ``MAX_NUM_THREADS``: the range is checked here, when the
+        value is set, not at the next kernel call.
     """
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: n must be an int, got {n!r} of type {type(n).__name__}")
     n = int(n.__index__()) if not isinstance(n, int) else n
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if not 1 <= n <= MAX_NUM_THREADS:
+        raise ValueError(f"set_num_threads: n must be between 1 and {MAX_NUM_THREADS}, got {n}")
     _num_threads = n
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from graphm import functional as F
 from graphm import ops
 from graphm.ops.base import FLOAT_DTYPES, format_shape
+from graphm.functional._checks import check_shape
 
 __all__ = ["GraphM", "Var", "Program"]
 
@@ -235,13 +236,9 @@ def _shape_arguments(values):
 
 
 def _check_shape(name, shape):
-    if isinstance(shape, numbers.Integral):
-        shape = (shape,)
-    shape = tuple(shape)
-    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0
-               for n in shape):
-        raise ValueError(f"'{name}': a shape is a tuple of non-negative ints, got {shape!r}")
-    return tuple(int(n) for n in shape)
+    """A leaf's shape: a tuple of ints >= 0 within graphm's bound on array sizes
+    (``graphm.set_max_elements``), or a TypeError/ValueError naming the leaf."""
+    return check_shape("GraphM", f"the shape of {name!r}", shape)
 
 
 def _functional_method(name):

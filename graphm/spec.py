@@ -27,8 +27,25 @@ for stride :math:`s`, (leading) padding :math:`p` and dilation :math:`\delta`. C
 this equation as a *gather*: for each output position :math:`i` it fetches the inputs :math:`j`.
 Transposed convolution reads the same equation the other way round, as a *scatter*: each input
 position spreads its value to the outputs it touches. Positions :math:`j` that fall outside the
-array are the zero padding, and contribute nothing. :func:`_kernel_taps` enumerates the triples
-:math:`(i, \kappa, j)`; every reference below is a loop over them.
+array are the zero padding. :func:`_kernel_taps` enumerates the triples :math:`(i, \kappa, j)`;
+every reference below is a loop over them.
+
+Zero padding and non-finite values
+----------------------------------
+graphm's rule, which its kernels follow too: **zero padding is an explicit value 0 with IEEE
+arithmetic.** Finite inputs cannot tell the difference, but NaN and Inf can, since
+:math:`0 \cdot \infty` and :math:`0 \cdot \mathrm{NaN}` are NaN:
+
+* a *gather* over a padded input forms the product with the padded zero at every padded tap,
+  exactly as ``np.pad`` followed by the correlation sum would. So in :func:`conv` a NaN or Inf
+  weight meeting a padded tap makes that output NaN, and in the weight gradient of
+  :func:`conv_backward` a NaN or Inf ``grad_output`` meeting a padded tap makes that weight
+  gradient NaN. The same holds where a convolution runs inside the adjoints:
+  :func:`conv_transpose_backward`'s input gradient (a convolution of ``grad_output`` with
+  the weight) and its weight gradient (the input times the padded ``grad_output``).
+* a *scatter* never forms the products that land in the padding: in :func:`conv_transpose`
+  the positions cropped away by its padding are never computed, and neither are the
+  input-gradient terms of :func:`conv_backward` that would belong to padded positions.
 
 Layouts are PyTorch's: activations are channels-first, ``(N, C, *spatial)`` or, for one sample,
 ``(C, *spatial)``; a convolution weight is ``(out_channels, in_channels / groups, *kernel)`` and a
@@ -244,7 +261,9 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                      w[o, c, \kappa] \; x[n,\; g C_g + c,\; i \cdot s - p + \kappa \cdot \delta] ,
 
     where :math:`i` and :math:`\kappa` are multi-indices over the spatial axes, the index
-    arithmetic is per axis, and :math:`x` is zero outside its bounds (the padding).
+    arithmetic is per axis, and :math:`x` is zero outside its bounds (the padding): an explicit
+    zero that is multiplied, so a NaN or Inf weight meeting a padded tap gives NaN (see "Zero
+    padding and non-finite values" in the module docstring).
 
     Parameters
     ----------
@@ -286,12 +305,15 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     w_grouped = weight.astype(np.float64).reshape(groups, out_per_group, in_per_group, *kernel)
     y_grouped = np.zeros((batch, groups, out_per_group, *out_spatial))
 
-    # Gather: each output position i collects w[κ] · x[i·s − p + κ·δ] over the kernel offsets κ.
+    # Gather: each output position i collects w[κ] · x[i·s − p + κ·δ] over the kernel offsets κ;
+    # a tap in the padding reads an explicit 0 (so a NaN or Inf weight there gives NaN).
+    padding_zeros = np.zeros((batch, groups, in_per_group))
     for out_index, kernel_index, in_index in _kernel_taps(
-            out_spatial, kernel, stride, pad_before, dilation, bounds=in_spatial):
+            out_spatial, kernel, stride, pad_before, dilation, bounds=in_spatial, padded=True):
+        x_here = padding_zeros if in_index is None else x_grouped[(...,) + in_index]
         # (N, G, C_g) · (G, O_g, C_g) -> (N, G, O_g): contract the channels c of each group g.
         y_grouped[(...,) + out_index] += np.einsum(
-            "ngc,goc->ngo", x_grouped[(...,) + in_index], w_grouped[(...,) + kernel_index])
+            "ngc,goc->ngo", x_here, w_grouped[(...,) + kernel_index])
 
     y = y_grouped.reshape(batch, out_channels, *out_spatial)
     if bias is not None:
@@ -424,15 +446,19 @@ def conv_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, g
     grad_x = np.zeros_like(x_grouped)
     grad_w = np.zeros_like(w_grouped)
 
+    padding_zeros = np.zeros((batch, groups, in_per_group))
     for out_index, kernel_index, in_index in _kernel_taps(
-            out_spatial, kernel, stride, pad_before, dilation, bounds=in_spatial):
+            out_spatial, kernel, stride, pad_before, dilation, bounds=in_spatial, padded=True):
         g_here = g_grouped[(...,) + out_index]                            # (N, G, O_g)
-        # The term w[o,c,κ]·x[n,c,j] has ∂/∂x = w[o,c,κ]: (N,G,O_g)·(G,O_g,C_g) -> (N,G,C_g).
-        grad_x[(...,) + in_index] += np.einsum(
-            "ngo,goc->ngc", g_here, w_grouped[(...,) + kernel_index])
-        # ... and ∂/∂w = x[n,c,j], summed over the batch: (N,G,O_g)·(N,G,C_g) -> (G,O_g,C_g).
-        grad_w[(...,) + kernel_index] += np.einsum(
-            "ngo,ngc->goc", g_here, x_grouped[(...,) + in_index])
+        if in_index is not None:
+            # The term w[o,c,κ]·x[n,c,j] has ∂/∂x = w[o,c,κ]: (N,G,O_g)·(G,O_g,C_g) -> (N,G,C_g)
+            # (a padded position j has no gradient: that term is never formed).
+            grad_x[(...,) + in_index] += np.einsum(
+                "ngo,goc->ngc", g_here, w_grouped[(...,) + kernel_index])
+        # ... and ∂/∂w = x[n,c,j], summed over the batch: (N,G,O_g)·(N,G,C_g) -> (G,O_g,C_g),
+        # with the padded zero where j is in the padding (a NaN or Inf g there gives NaN).
+        x_here = padding_zeros if in_index is None else x_grouped[(...,) + in_index]
+        grad_w[(...,) + kernel_index] += np.einsum("ngo,ngc->goc", g_here, x_here)
 
     spatial_axes = tuple(range(2, 2 + rank))
     grad_b = g.astype(np.float64).sum(axis=(0,) + spatial_axes)
@@ -496,9 +522,14 @@ def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0, out
     grad_x = np.zeros_like(x_grouped)
     grad_w = np.zeros_like(w_grouped)
 
+    # A term whose output position j is cropped away is not in the forward pass, but the
+    # gradients gather over a zero-padded g (they are convolutions of g): there the product
+    # with the padded zero is formed, so a NaN or Inf weight (for ∂/∂x) or input (for ∂/∂w)
+    # meeting it gives NaN, as the module docstring says.
+    padding_zeros = np.zeros((batch, groups, out_per_group))
     for in_index, kernel_index, out_index in _kernel_taps(
-            in_spatial, kernel, stride, padding, dilation, bounds=out_spatial):
-        g_here = g_grouped[(...,) + out_index]                            # (N, G, O_g)
+            in_spatial, kernel, stride, padding, dilation, bounds=out_spatial, padded=True):
+        g_here = padding_zeros if out_index is None else g_grouped[(...,) + out_index]
         # The term x[n,c,i]·w[c,o,κ] has ∂/∂x = w[c,o,κ]: (N,G,O_g)·(G,C_g,O_g) -> (N,G,C_g).
         grad_x[(...,) + in_index] += np.einsum(
             "ngo,gco->ngc", g_here, w_grouped[(...,) + kernel_index])
@@ -519,15 +550,16 @@ def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0, out
 # The index map, and the small helpers the references share
 # --------------------------------------------------------------------------------------------
 
-def _kernel_taps(positions, kernel, stride, padding, dilation, bounds):
+def _kernel_taps(positions, kernel, stride, padding, dilation, bounds, padded=False):
     r"""Yield every ``(position, kernel_index, target)`` with target inside ``bounds``.
 
     ``target = position · stride − padding + kernel_index · dilation`` on each axis: the index map
     of the module docstring. :func:`conv` walks it with ``positions`` = output positions and
     ``target`` = the input position read (a gather); :func:`conv_transpose` walks it with
     ``positions`` = input positions and ``target`` = the output position written (a scatter).
-    Triples whose target falls outside ``bounds`` touch only zero padding (or are cropped away),
-    so they are skipped.
+    Triples whose target falls outside ``bounds`` touch only zero padding (or are cropped away):
+    a scatter skips them; with ``padded=True`` (a gather, which multiplies by the padded zero)
+    they are yielded with ``target`` None.
     """
     for position in np.ndindex(*positions):
         for kernel_index in np.ndindex(*kernel):
@@ -535,6 +567,8 @@ def _kernel_taps(positions, kernel, stride, padding, dilation, bounds):
                            in zip(position, kernel_index, stride, padding, dilation))
             if all(0 <= t < extent for t, extent in zip(target, bounds)):
                 yield position, kernel_index, target
+            elif padded:
+                yield position, kernel_index, None
 
 
 def _conv_geometry(in_spatial, kernel, stride, padding, dilation):

@@ -175,7 +175,8 @@ def test_bad_keyword_argument(entry, kwargs, exc, name):
 
 
 def test_tuple_of_wrong_length_for_rank_one_entry():
-    """A 2-tuple given to conv1d (and a 1-tuple to conv3d) names the argument."""
+    """A 2-tuple given to conv1d (and a 2-tuple to conv3d) names the argument (a 1-tuple is
+    broadcast to every axis, as in PyTorch: see tests/test_bad_input.py)."""
     x1, w1 = np.ones((1, 2, 5)), np.ones((3, 2, 2))
     for key in ("stride", "padding", "dilation"):
         with pytest.raises(ValueError, match=key):
@@ -183,7 +184,7 @@ def test_tuple_of_wrong_length_for_rank_one_entry():
     x3, w3 = np.ones((1, 2, 5, 5, 5)), np.ones((3, 2, 2, 2, 2))
     for key in ("stride", "padding", "dilation"):
         with pytest.raises(ValueError, match=key):
-            F.conv3d(x3, w3, **{key: (1,)})
+            F.conv3d(x3, w3, **{key: (1, 1)})
 
 
 HUGE = 2**63  # does not fit a C long: must be caught in Python, before any index arithmetic

@@ -10,6 +10,7 @@ the shapes of every array in ``context``) and the checks of the other ops (``fna
 import math
 import numbers
 import operator
+import os
 import warnings
 
 import numpy as np
@@ -44,25 +45,55 @@ def check_same_dtype(fname, **arrays):
 
 
 
+LARGEST_PARAMETER = 2 ** 31 - 1  # stride, padding, dilation, kernel: the kernels index with these
+
+
+def _is_int(value):
+    """An integer that is not a bool (``stride=True`` is surely a mistake), NumPy's included."""
+    return (isinstance(value, (numbers.Integral, np.integer))
+            and not isinstance(value, (bool, np.bool_)))
+
+
+def axis_entries(value, dims):
+    """The raw per-axis entries of a stride/padding/dilation/kernel argument: PyTorch's rule.
+
+    One rule for convolution and pooling alike, as in PyTorch: an int applies to every axis, a
+    tuple or list gives one entry per axis, and a **1-tuple is broadcast** to every axis
+    (``stride=(2,)`` on a 2-d op is ``(2, 2)``). A 0-d or 1-d NumPy integer array counts as an
+    int or a list. Returns a tuple (its length may still be wrong, the caller says so), or
+    None when ``value`` is none of these (the caller raises a TypeError naming it).
+    """
+    if isinstance(value, np.ndarray):
+        if value.ndim > 1 or value.dtype.kind not in "iu":
+            return None
+        value = value.tolist()
+    if _is_int(value) or (hasattr(type(value), "__index__")
+                          and not isinstance(value, (bool, np.bool_, np.ndarray))):
+        return (value,) * dims
+    if isinstance(value, (tuple, list)):
+        if len(value) == 1 and dims > 1:
+            return tuple(value) * dims
+        return tuple(value)
+    return None
+
+
 def int_tuple(fname, argname, value, dims, minimum):
-    """Expand an int (or a 1-tuple) to a ``dims``-tuple of ints, each at least ``minimum``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value,
-                                                             (numbers.Integral, tuple, list)):
+    """Expand an int (or a 1-tuple, as PyTorch) to a ``dims``-tuple of ints, each at least
+    ``minimum`` and at most :data:`LARGEST_PARAMETER`."""
+    entries = axis_entries(value, dims)
+    if entries is None or isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{fname}(): {argname} must be an int or a tuple of {dims} ints, "
                         f"got {value!r}")
-    if isinstance(value, numbers.Integral):
-        values = (int(value),) * dims
-    else:
-        if len(value) == 1:
-            value = tuple(value) * dims
-        if len(value) != dims or not all(isinstance(v, numbers.Integral)
-                                         and not isinstance(v, (bool, np.bool_)) for v in value):
-            raise ValueError(f"{fname}(): {argname} must be an int or a tuple of {dims} ints, "
-                             f"got {value!r}")
-        values = tuple(int(v) for v in value)
+    if len(entries) != dims or not all(_is_int(v) for v in entries):
+        raise ValueError(f"{fname}(): {argname} must be an int or a tuple of {dims} ints, "
+                         f"got {value!r}")
+    values = tuple(int(v) for v in entries)
     if any(v < minimum for v in values):
         bound = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{fname}(): {argname} must be {bound}, got {value!r}")
+    if any(v > LARGEST_PARAMETER for v in values):
+        raise ValueError(f"{fname}(): {argname}={values} is too large; each value must be at "
+                         f"most 2**31 - 1")
     return values
 
 
@@ -146,21 +177,20 @@ def as_int(op, name, value, context, per_axis=True):
     return operator.index(value)
 
 
-LARGEST_PARAMETER = 2 ** 31 - 1  # stride, padding, dilation: the kernels index with these
-
-
 def per_axis(op, name, value, rank, context):
-    """Expand an int or a length-``rank`` sequence of ints to a tuple of ``rank`` ints."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != rank:
-            raise ValueError(f"{op}: {name}={tuple(value)!r} has {len(value)} entries but the "
-                             f"convolution has {rank} spatial axes ({context}); give one int or "
-                             f"{rank} ints")
-        values = tuple(as_int(op, name, v, context) for v in value)
-    elif isinstance(value, np.ndarray) and value.ndim == 1:
-        return per_axis(op, name, value.tolist(), rank, context)
-    else:
-        values = (as_int(op, name, value, context),) * rank
+    """Expand an int or a sequence of ints (a 1-tuple broadcasts, as in PyTorch; see
+    :func:`axis_entries`) to a tuple of ``rank`` ints."""
+    entries = axis_entries(value, rank)
+    if entries is None:
+        shown = (f"an array of shape {value.shape} and dtype {value.dtype}"
+                 if isinstance(value, np.ndarray) else repr(value))
+        raise TypeError(f"{op}: {name} must be an int or a tuple of {rank} ints, got {shown} "
+                        f"of type {type(value).__name__} ({context})")
+    if len(entries) != rank:
+        raise ValueError(f"{op}: {name}={tuple(entries)!r} has {len(entries)} entries but the "
+                         f"convolution has {rank} spatial axes ({context}); give one int or "
+                         f"{rank} ints")
+    values = tuple(as_int(op, name, v, context) for v in entries)
     if any(abs(v) > LARGEST_PARAMETER for v in values):
         raise ValueError(f"{op}: {name}={values} is too large; each value must be at most "
                          f"2**31 - 1 ({context})")
@@ -200,6 +230,13 @@ def check_shapes(op, input, weight, bias, rank, transposed, groups):
     kernel = weight.shape[2:]
     if in_channels == 0:
         raise ValueError(f"{op}: input has 0 channels (in_channels must be >= 1) ({context})")
+    in_spatial = input.shape[-rank:]
+    if 0 in in_spatial:
+        # PyTorch refuses it too ("only zero batch or zero channel inputs are supported"):
+        # with padding the output would be non-empty yet read nothing but padding.
+        raise ValueError(f"{op}: input has a spatial extent of 0, input spatial shape "
+                         f"{tuple(in_spatial)}; every spatial extent must be >= 1 (only the "
+                         f"batch may be empty) ({context})")
     if weight.shape[0] == 0 or weight.shape[1] == 0:
         raise ValueError(f"{op}: weight has a channel axis of extent 0, weight shape "
                          f"{weight.shape} ({context})")
@@ -283,3 +320,109 @@ def check_positions(op, what, spatial, context):
                          f"{math.prod(spatial)} positions per channel; graphm supports fewer "
                          f"than 2**31 (check stride, padding, dilation and output_padding) "
                          f"({context})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Sizes: shapes given as numbers, and a bound on what graphm allocates
+# ----------------------------------------------------------------------------------------------
+
+DEFAULT_MAX_ELEMENTS = 2 ** 28
+
+
+def _max_elements_from_environment():
+    text = os.environ.get("GRAPHM_MAX_ELEMENTS", "").strip()
+    if not text:
+        return DEFAULT_MAX_ELEMENTS
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"GRAPHM_MAX_ELEMENTS must be a positive integer, got {text!r}")
+    return value
+
+
+_max_elements = _max_elements_from_environment()
+
+
+def set_max_elements(n):
+    """Set the largest number of elements of any array graphm allocates for a result.
+
+    graphm checks the size of every output, gradient and parameter it is asked for *before*
+    allocating it: a request past the bound (a typo such as ``nn.Linear(3, 2**31)``, or a
+    dilation that asks for 96 GiB) raises a ValueError naming the argument, instead of a
+    MemoryError, an OverflowError or a machine that swaps for minutes.
+
+    Parameters
+    ----------
+    n : int
+        A positive int. The default is ``2**28`` elements (1 GiB of float32, 2 GiB of float64)
+        per array, or the value of the environment variable ``GRAPHM_MAX_ELEMENTS`` when graphm
+        is imported. Raise it to work with larger arrays; it bounds one array, not the total.
+
+    Returns
+    -------
+    int
+        The previous bound (so that it can be restored).
+    """
+    global _max_elements
+    if not _is_int(n) and not (hasattr(type(n), "__index__") and not isinstance(n, bool)):
+        raise TypeError(f"set_max_elements: n must be an int, got {n!r} of type "
+                        f"{type(n).__name__}")
+    n = operator.index(n)
+    if n < 1:
+        raise ValueError(f"set_max_elements: n must be >= 1, got {n}")
+    previous, _max_elements = _max_elements, n
+    return previous
+
+
+def get_max_elements():
+    """The largest number of elements graphm allocates for one array (see
+    :func:`set_max_elements`)."""
+    return _max_elements
+
+
+def check_size(fname, what, shape, hint=""):
+    """Raise ValueError when an array of ``shape`` would be past :func:`get_max_elements`.
+
+    ``what`` names the array (``"output"``, ``"weight"``, ...), ``hint`` the arguments that set
+    its size; both are in the message, with the shape and the bound.
+    """
+    count = math.prod(shape)
+    if count > _max_elements:
+        _too_many(f"{fname}: the {what} would have shape {tuple(shape)}, {count} elements",
+                  hint)
+    return shape
+
+
+def _too_many(subject, hint):
+    raise ValueError(f"{subject}, more than graphm's bound of "
+                     f"{_max_elements} elements per array{' (' + hint + ')' if hint else ''}; "
+                     f"if that is meant, raise the bound with graphm.set_max_elements(n) or the "
+                     f"environment variable GRAPHM_MAX_ELEMENTS")
+
+
+def check_shape(fname, name, shape, *, limit=True):
+    """A shape given as numbers: a tuple of ints >= 0 (an int is a 1-tuple), or a ValueError
+    or TypeError naming ``name`` and the offending entry.
+
+    With ``limit`` the number of elements must also be within :func:`get_max_elements`.
+    """
+    if _is_int(shape):
+        shape = (shape,)
+    if isinstance(shape, np.ndarray) and shape.ndim == 1 and shape.dtype.kind in "iu":
+        shape = shape.tolist()
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{fname}: {name} must be a tuple of ints, got {shape!r} of type "
+                        f"{type(shape).__name__}")
+    for axis, n in enumerate(shape):
+        if not _is_int(n):
+            raise TypeError(f"{fname}: {name}={tuple(shape)!r} must hold ints, but entry "
+                            f"{axis} is {n!r} of type {type(n).__name__}")
+        if n < 0:
+            raise ValueError(f"{fname}: {name}={tuple(shape)!r} has a negative entry {n} at "
+                             f"axis {axis}")
+    shape = tuple(int(n) for n in shape)
+    if limit and math.prod(shape) > _max_elements:
+        _too_many(f"{fname}: {name}={shape} has {math.prod(shape)} elements", "")
+    return shape

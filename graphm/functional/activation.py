@@ -11,6 +11,11 @@ from graphm.functional._dispatch import tensor_aware
 __all__ = ['relu', 'sigmoid', 'tanh', 'softplus', 'softmax', 'log_softmax']
 
 
+def _c_order(array):
+    """A C-contiguous array, of any rank: 0-d stays 0-d (``np.ascontiguousarray`` makes it 1-d)."""
+    return np.asarray(array, order="C")
+
+
 # --------------------------------------------------------------------------------------------
 # Elementwise activations
 # --------------------------------------------------------------------------------------------
@@ -37,7 +42,7 @@ def relu(input, inplace=False):
     check_float_array("relu", "input", input)
     if inplace:
         return np.maximum(input, 0, out=input)
-    return np.ascontiguousarray(np.maximum(input, 0))
+    return _c_order(np.maximum(input, 0))
 
 
 @tensor_aware
@@ -51,14 +56,14 @@ def sigmoid(input):
     """
     check_float_array("sigmoid", "input", input)
     z = np.exp(-np.abs(input))          # in (0, 1], never overflows
-    return np.ascontiguousarray(np.where(input >= 0, 1 / (1 + z), z / (1 + z)))
+    return _c_order(np.where(input >= 0, 1 / (1 + z), z / (1 + z)))
 
 
 @tensor_aware
 def tanh(input):
     r"""Hyperbolic tangent, elementwise: :math:`\tanh(x) = (e^{x} - e^{-x}) / (e^{x} + e^{-x})`."""
     check_float_array("tanh", "input", input)
-    return np.ascontiguousarray(np.tanh(input))
+    return _c_order(np.tanh(input))
 
 
 @tensor_aware
@@ -76,7 +81,7 @@ def softplus(input, beta=1.0, threshold=20.0):
     scaled = input * input.dtype.type(beta)
     with np.errstate(over="ignore"):
         smooth = np.log1p(np.exp(scaled)) / input.dtype.type(beta)
-    return np.ascontiguousarray(np.where(scaled > threshold, input, smooth))
+    return _c_order(np.where(scaled > threshold, input, smooth))
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +114,7 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
     if input.ndim == 0:
         return np.ones_like(input)
     e = np.exp(input - input.max(axis=axis, keepdims=True))
-    return np.ascontiguousarray(e / e.sum(axis=axis, keepdims=True))
+    return _c_order(e / e.sum(axis=axis, keepdims=True))
 
 
 @tensor_aware
@@ -123,4 +128,4 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     if input.ndim == 0:
         return np.zeros_like(input)
     shifted = input - input.max(axis=axis, keepdims=True)
-    return np.ascontiguousarray(shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True)))
+    return _c_order(shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True)))

@@ -34,7 +34,8 @@ from graphm.spec import ConvGradients
 from graphm._config import get_num_threads
 from graphm._kernels import _conv as kernels
 from graphm.functional._checks import (check_arrays, check_output_extent, check_positions,
-                                       check_shapes, conv_padding, per_axis, positive)
+                                       check_shape, check_shapes, check_size, conv_padding,
+                                       per_axis, positive)
 from graphm.functional._dispatch import tensor_aware
 
 __all__ = [
@@ -132,6 +133,10 @@ class _Problem:
             if grad_output.shape != expected:
                 raise ValueError(f"{op}: grad_output must have the output's shape {expected}, "
                                  f"got grad_output shape {grad_output.shape} ({context})")
+        else:
+            check_size(op, "output", self.output_shape,
+                       f"check the channels, stride, padding, dilation and output_padding; "
+                       f"{context}")
 
     @staticmethod
     def _shape_with(input, batched, channels, spatial):
@@ -181,9 +186,15 @@ class _Problem:
         return array3.reshape(batch + (channels,) + tuple(spatial))
 
 
-def _stand_in(shape, dtype):
+def _stand_in(op, name, shape, dtype):
     """A read-only array of ``shape`` that owns no memory: all the argument checks look at."""
-    return None if shape is None else np.broadcast_to(np.zeros((), dtype), tuple(shape))
+    if shape is None:
+        return None
+    shape = check_shape(op, name, shape, limit=False)
+    if math.prod(shape) >= 2 ** 62:     # no such array can exist (NumPy's own limit is 2**63)
+        raise ValueError(f"{op}: {name}={shape} has {math.prod(shape)} elements; no array "
+                         f"that large can exist")
+    return np.broadcast_to(np.zeros((), dtype), shape)
 
 
 def conv_output_shape(input_shape, weight_shape, bias_shape=None, stride=1, padding=0,
@@ -196,9 +207,10 @@ def conv_output_shape(input_shape, weight_shape, bias_shape=None, stride=1, padd
     arrays to come.
     """
     op = "conv" if rank is None else f"conv{rank}d"
-    return _Problem(op, _stand_in(input_shape, dtype), _stand_in(weight_shape, dtype),
-                    _stand_in(bias_shape, dtype), stride, padding, dilation, groups, rank,
-                    transposed=False).output_shape
+    return _Problem(op, _stand_in(op, "input_shape", input_shape, dtype),
+                    _stand_in(op, "weight_shape", weight_shape, dtype),
+                    _stand_in(op, "bias_shape", bias_shape, dtype), stride, padding, dilation,
+                    groups, rank, transposed=False).output_shape
 
 
 def conv_transpose_output_shape(input_shape, weight_shape, bias_shape=None, stride=1,
@@ -206,9 +218,10 @@ def conv_transpose_output_shape(input_shape, weight_shape, bias_shape=None, stri
                                 rank=None, dtype=np.float32):
     """The shape :func:`conv_transpose` would return, with all of its argument checks."""
     op = "conv_transpose" if rank is None else f"conv_transpose{rank}d"
-    return _Problem(op, _stand_in(input_shape, dtype), _stand_in(weight_shape, dtype),
-                    _stand_in(bias_shape, dtype), stride, padding, dilation, groups, rank,
-                    transposed=True, output_padding=output_padding).output_shape
+    return _Problem(op, _stand_in(op, "input_shape", input_shape, dtype),
+                    _stand_in(op, "weight_shape", weight_shape, dtype),
+                    _stand_in(op, "bias_shape", bias_shape, dtype), stride, padding, dilation,
+                    groups, rank, transposed=True, output_padding=output_padding).output_shape
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,6 +252,12 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     with ``x`` zero outside its extent and ``g(o) = o // (C_out / G)`` the group of channel
     ``o``.  Each output extent is ``floor((in + 2p − d·(k−1) − 1) / s) + 1``
     (:func:`graphm.spec.conv_out_spatial`).
+
+    Zero padding is an explicit value 0 with IEEE arithmetic: the product with the padded zero
+    is formed at every padded tap, as ``np.pad`` followed by the sum would, so a NaN or Inf
+    weight meeting a padded tap gives NaN (and a NaN or Inf ``grad_output`` meeting one gives
+    a NaN weight gradient). :func:`conv_transpose` is a scatter: the positions its padding
+    crops are never formed. :mod:`graphm.spec` states and follows the same rule.
 
     Parameters
     ----------
@@ -310,6 +329,10 @@ def conv_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, g
     """
     problem = _Problem("conv_backward", input, weight, None, stride, padding, dilation, groups,
                        None, transposed=False, grad_output=grad_output, grad_output_needed=True)
+    if not problem.n_samples:     # an empty batch: nothing flows, nothing to compute
+        return ConvGradients(np.zeros(problem.input_shape, problem.dtype),
+                             np.zeros(problem.weight_shape, problem.dtype),
+                             np.zeros(problem.out_channels, problem.dtype))
     threads = get_num_threads()
     grad_input = problem.empty(problem.in_channels, problem.in_spatial)
     kernels.conv_input_grad(problem.grad_output3, problem.weight2, problem.bias,
@@ -333,7 +356,7 @@ def _weight_shape(op, weight_shape, input):
                for n in weight_shape):
         raise ValueError(f"{op}: weight_shape must hold positive ints, got {tuple(weight_shape)!r}"
                          f" (input shape {np.shape(input)})")
-    return tuple(int(n) for n in weight_shape)
+    return check_size(op, "weight_shape", tuple(int(n) for n in weight_shape))
 
 
 @tensor_aware
@@ -376,11 +399,14 @@ def conv_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, dila
         Of shape ``weight_shape`` and the input's dtype.
     """
     op = "conv_weight_grad"
-    stand_in = _stand_in(_weight_shape(op, weight_shape, input), np.asarray(input).dtype)
+    stand_in = _stand_in(op, "weight_shape", _weight_shape(op, weight_shape, input),
+                         np.asarray(input).dtype)
     problem = _Problem(op, input, stand_in, None, stride, padding, dilation, groups, None,
                        transposed=False, grad_output=grad_output, grad_output_needed=True,
                        cropped_output=True)
     shape = problem.weight_shape
+    if not problem.n_samples:     # an empty batch: the sum over it is 0
+        return np.zeros(shape, problem.dtype)
     grad_weight = np.empty((shape[0], math.prod(shape[1:])), dtype=problem.dtype)
     kernels.conv_weight_grad(problem.input3, problem.grad_output3, problem.kernel_geometry,
                              problem.groups, grad_weight, get_num_threads())
@@ -488,6 +514,10 @@ def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0, out
     problem = _Problem("conv_transpose_backward", input, weight, None, stride, padding,
                        dilation, groups, None, transposed=True, output_padding=output_padding,
                        grad_output=grad_output, grad_output_needed=True)
+    if not problem.n_samples:     # an empty batch: nothing flows, nothing to compute
+        return ConvGradients(np.zeros(problem.input_shape, problem.dtype),
+                             np.zeros(problem.weight_shape, problem.dtype),
+                             np.zeros(problem.out_channels, problem.dtype))
     threads = get_num_threads()
     grad_input = problem.empty(problem.in_channels, problem.in_spatial)
     kernels.conv_forward(problem.grad_output3, problem.weight2, problem.bias,

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from graphm.functional._checks import check_float_array, check_same_dtype
+from graphm.functional._checks import check_float_array, check_same_dtype, check_size
 from graphm.functional._dispatch import tensor_aware
 from graphm.functional.convolution import ConvGradients, conv1d, conv_backward
 
@@ -25,7 +25,8 @@ def _linear_shape(input_shape, weight_shape, bias_shape):
     if bias_shape is not None and tuple(bias_shape) not in ((weight_shape[0],), ()):
         raise ValueError(f"linear(): bias must have shape ({weight_shape[0]},) "
                          f"(out_features), got {bias_shape} with weight {weight_shape}")
-    return tuple(input_shape[:-1]) + (weight_shape[0],)
+    return check_size("linear()", "output", tuple(input_shape[:-1]) + (weight_shape[0],),
+                      f"input {tuple(input_shape)}, weight {tuple(weight_shape)}")
 
 
 def _linear_arguments(fname, input, weight, bias, grad_output=None):

@@ -7,11 +7,12 @@ import warnings
 
 import numpy as np
 
-from graphm.functional._checks import check_float_array, check_same_dtype, legacy_reduction
+from graphm.functional._checks import (check_float_array, check_same_dtype, check_size,
+                                       legacy_reduction)
 from graphm.functional._dispatch import tensor_aware
-from graphm.functional.activation import log_softmax
+from graphm.functional.activation import _c_order, log_softmax
 
-__all__ = ['cross_entropy', 'nll_loss', 'mse_loss', 'class_targets', 'reduce_rows']
+__all__ = ['cross_entropy', 'nll_loss', 'mse_loss', 'class_targets', 'row_losses', 'reduce_rows']
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,6 +49,8 @@ def class_targets(fname, input, target, weight, ignore_index, label_smoothing=0.
 
         q[i, c] = (1 - eps) * w[y_i] * [c == y_i]  +  eps / C * w[c]     (0 for ignored rows)
 
+    The sum is :func:`row_losses`, which skips the terms with ``q = 0``.
+
     Returns ``(scores, q, divisor)``: the input as (M, C) rows, q, and the number that divides
     the sum under ``reduction='mean'`` (the total weight of the non-ignored labels, as PyTorch).
     """
@@ -81,10 +84,28 @@ def class_targets(fname, input, target, weight, ignore_index, label_smoothing=0.
     return scores, q, label_weight.sum()
 
 
+def row_losses(q, log_probs):
+    r"""Per-row losses :math:`L_i = -\sum_c q_{ic}\,\ell_{ic}` over the terms the loss has.
+
+    The sum runs over the classes with :math:`q_{ic} \ne 0` only: a class that is not the label
+    (and carries no smoothing share) is not part of the loss, so it is skipped rather than
+    multiplied, and a ``-inf`` log-probability there (a logit of ``-inf``) leaves the loss
+    finite, as PyTorch, which gathers the label's entry, gives; ``0 * -inf`` would be NaN.
+    With ``label_smoothing`` every class has a share, so a ``-inf`` makes the loss ``inf``, as
+    in PyTorch. (One corner differs: PyTorch gives NaN for a ``-inf`` at a class of weight 0
+    that it still multiplies; graphm skips that term.)
+
+    Shapes: ``q`` and ``log_probs`` (M, C) -> (M,).
+    """
+    with np.errstate(invalid="ignore"):   # the skipped terms may be 0 * inf
+        terms = np.where(q != 0, q * log_probs, log_probs.dtype.type(0))
+    return -terms.sum(axis=1)
+
+
 def reduce_rows(rows, reduction, divisor, row_shape):
     """Apply a loss ``reduction`` to per-row losses (``row_shape``: the target's shape)."""
     if reduction == "none":
-        return np.ascontiguousarray(rows.reshape(row_shape))
+        return _c_order(rows.reshape(row_shape))
     total = rows.sum(dtype=rows.dtype)
     if reduction == "sum":
         return np.asarray(total)
@@ -125,7 +146,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     reduction = legacy_reduction("cross_entropy", size_average, reduce, reduction)
     scores, q, divisor = class_targets("cross_entropy", input, target, weight, ignore_index,
                                        label_smoothing)
-    rows = -(q * log_softmax(scores, dim=1)).sum(axis=1)
+    rows = row_losses(q, log_softmax(scores, dim=1))
     return reduce_rows(rows, reduction, divisor, target.shape)
 
 
@@ -142,7 +163,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     """
     reduction = legacy_reduction("nll_loss", size_average, reduce, reduction)
     scores, q, divisor = class_targets("nll_loss", input, target, weight, ignore_index)
-    rows = -(q * scores).sum(axis=1)
+    rows = row_losses(q, scores)
     return reduce_rows(rows, reduction, divisor, target.shape)
 
 
@@ -157,6 +178,8 @@ def _mse_check(input, target, weight):
     except ValueError:
         raise ValueError(f"mse_loss(): input {input.shape} and target {target.shape} cannot be "
                          "broadcast together") from None
+    check_size("mse_loss()", "broadcast of input and target", shape,
+               f"input {input.shape}, target {target.shape}")
     if target.shape != input.shape:
         warnings.warn(f"Using a target size ({target.shape}) that is different to the input "
                       f"size ({input.shape}). This will likely lead to incorrect results due to "
@@ -184,7 +207,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     if weight is not None:
         squared = squared * weight
     if reduction == "none":
-        return np.ascontiguousarray(squared)
+        return _c_order(squared)
     total = squared.sum(dtype=input.dtype)
     if reduction == "sum":
         return np.asarray(total)

@@ -80,27 +80,51 @@ def pool_geometry(fname, input_shape, dims, kernel_size, stride=None, padding=0,
                         len(input_shape) == dims + 2)
 
 
+def _axis_reach(size, k, s, p, d, o):
+    """On one axis, the kernel offsets a pool needs to visit and the padding they read.
+
+    Offset ``a`` reads input coordinate ``i·s − p + a·d`` for the windows ``i < o``. Offsets
+    below ``a_low`` or above ``a_high`` read padding in every window, and padding never wins a
+    max (nor adds to a sum), so they are skipped: the work is bounded by the input and output
+    extents, not by the padding or the kernel. Returns ``(a_low, a_high, pad_low, pad_high)``,
+    the offsets visited (inclusive) and how much padding those offsets read on each side.
+    """
+    a_low = max(0, -((p - (o - 1) * s) // -d))     # ceil((p - (o-1)·s) / d): last window reaches 0
+    a_high = min(k - 1, (size - 1 + p) // d)       # the first window still reaches the input
+    a_high = max(a_high, a_low)
+    pad_low = max(0, p - a_low * d)
+    pad_high = max(0, (o - 1) * s - p + a_high * d - (size - 1))
+    return a_low, a_high, pad_low, pad_high
+
+
+def _reach(spatial, geometry):
+    return [_axis_reach(size, *args, o) for size, *args, o in
+            zip(spatial, *geometry[:4], geometry.out_spatial)]
+
+
 def _padded(x, geometry, fill):
-    """Pad the spatial axes of a batched array by ``padding`` on the left and, on the right, by
-    enough to hold every window (ceil mode may reach past the usual padding) with ``fill``."""
+    """Pad the spatial axes of a batched array with ``fill``, on each side by as much as the
+    visited kernel offsets read (see ``_axis_reach``; ceil mode may reach past ``padding``)."""
     dims = len(geometry.kernel_size)
-    widths = [(0, 0)] * (x.ndim - dims)
-    for size, k, s, p, d, o in zip(x.shape[-dims:], *geometry[:4], geometry.out_spatial):
-        reach = (o - 1) * s + d * (k - 1) + 1            # extent covered by the windows
-        widths.append((p, max(reach - size - p, 0)))
+    widths = [(0, 0)] * (x.ndim - dims) + [(low, high) for _, _, low, high in
+                                           _reach(x.shape[-dims:], geometry)]
     if all(w == (0, 0) for w in widths):
         return x
     return np.pad(x, widths, constant_values=fill)
 
 
-def _offset_slices(geometry):
-    """Yield, for each kernel offset (row-major, as PyTorch scans a window), the tuple of slices
-    that picks that offset's value out of every window of the padded input at once."""
-    ranges = [range(k) for k in geometry.kernel_size]
+def _offset_slices(geometry, spatial):
+    """Yield, for each kernel offset that can touch the input (row-major, as PyTorch scans a
+    window), the tuple of slices that picks that offset's value out of every window of the
+    input padded by ``_padded`` at once."""
+    reach = _reach(spatial, geometry)
+    ranges = [range(a_low, a_high + 1) for a_low, a_high, _, _ in reach]
     for offset in itertools.product(*ranges):
         yield offset, (Ellipsis,) + tuple(
-            slice(a * d, a * d + (o - 1) * s + 1, s)
-            for a, s, d, o in zip(offset, geometry.stride, geometry.dilation, geometry.out_spatial))
+            slice(start, start + (o - 1) * s + 1, s)
+            for start, s, o in zip((a * d - p + low for a, d, p, (_, _, low, _) in
+                                    zip(offset, geometry.dilation, geometry.padding, reach)),
+                                   geometry.stride, geometry.out_spatial))
 
 
 def _inside_input(offset, spatial, geometry):
@@ -111,6 +135,17 @@ def _inside_input(offset, spatial, geometry):
                                    geometry.dilation, geometry.out_spatial):
         coordinate = np.arange(o) * s - p + a * d
         mask = np.logical_and.outer(mask, (coordinate >= 0) & (coordinate < size))
+    return None if mask.all() else mask
+
+
+def _windows_with_input(spatial, geometry):
+    """Boolean mask over output positions: does the window read at least one input element?
+    None when every window does (always, unless a dilation skips over the whole input)."""
+    mask = np.ones((), bool)
+    for size, k, s, p, d, o in zip(spatial, *geometry[:4], geometry.out_spatial):
+        start = np.arange(o) * s - p
+        first = np.where(start < 0, start - d * (start // d), start)  # first tap at or past 0
+        mask = np.logical_and.outer(mask, (first < size) & (first <= start + d * (k - 1)))
     return None if mask.all() else mask
 
 
@@ -129,15 +164,19 @@ def max_pool_with_indices(fname, input, dims, kernel_size, stride=None, padding=
     check_float_array(fname, "input", input)
     geometry = pool_geometry(fname, input.shape, dims, kernel_size, stride, padding, dilation,
                              ceil_mode)
+    if input.size == 0:      # an empty batch: no window, and nothing of the output's size built
+        shape = input.shape[:-dims] + tuple(geometry.out_spatial)
+        return np.empty(shape, input.dtype), np.empty(shape, np.int64), geometry
     x = _padded(_as_batched(input, geometry), geometry, -np.inf)
     spatial = input.shape[-dims:]
     axis_stride = [math.prod(spatial[axis + 1:]) for axis in range(dims)]   # row-major
     has_nan = bool(np.isnan(input).any())     # one pass; NaN's special rule is needed only then
-    kernel_count = math.prod(geometry.kernel_size)
+    kernel_count = math.prod(a_high - a_low + 1 for a_low, a_high, _, _ in
+                             _reach(spatial, geometry))         # the offsets visited
     displacement = np.empty(kernel_count, np.int64)  # flat input offset of each kernel offset
     best = best_offset = None
     seen = np.zeros(geometry.out_spatial, bool)      # has this window met a real element yet?
-    for number, (offset, window) in enumerate(_offset_slices(geometry)):
+    for number, (offset, window) in enumerate(_offset_slices(geometry, spatial)):
         displacement[number] = sum(a * d * st for a, d, st in
                                    zip(offset, geometry.dilation, axis_stride))
         value = x[window]
@@ -167,6 +206,16 @@ def max_pool_with_indices(fname, input, dims, kernel_size, stride=None, padding=
         window_start = np.add.outer(window_start, (np.arange(o) * s - p) * st)
     flat = displacement[best_offset]
     flat += window_start
+    if not seen.all():
+        # A dilated window can fall wholly into the padding: its maximum is -inf, and its index
+        # is PyTorch's, the window's first dilated position at or past 0 on each axis.
+        first_start = np.zeros((), np.int64)
+        for o, s, p, d, st in zip(geometry.out_spatial, geometry.stride, geometry.padding,
+                                  geometry.dilation, axis_stride):
+            start = np.arange(o) * s - p
+            start = np.where(start < 0, start - d * (start // d), start)   # start + d·ceil(-start/d)
+            first_start = np.add.outer(first_start, start * st)
+        flat = np.where(seen, flat, first_start)
     if not geometry.batched:
         best, flat = best[0], flat[0]
     return np.ascontiguousarray(best), flat, geometry
@@ -185,6 +234,12 @@ def max_pool_backward(grad_output, indices, input_shape, geometry):
     dims = len(geometry.kernel_size)
     spatial = math.prod(input_shape[-dims:])
     planes = math.prod(input_shape[:-dims])                  # N * C (or C) independent images
+    if planes == 0:          # an empty batch: nothing to send back
+        return np.zeros(input_shape, grad_output.dtype)
+    real = _windows_with_input(input_shape[-dims:], geometry)
+    if real is not None:     # a window wholly in the padding read no input: it sends nothing
+        grad_output = np.where(real, grad_output, grad_output.dtype.type(0))
+        indices = np.where(real, indices, 0)
     targets = indices.reshape(planes, -1) + (np.arange(planes) * spatial)[:, None]
     overlapping = any(s < d * (k - 1) + 1 for k, s, d in
                       zip(geometry.kernel_size, geometry.stride, geometry.dilation))
@@ -201,15 +256,18 @@ def max_pool_gather(values, indices, dims):
     """``values`` (shaped like the pool's input) read at the winning ``indices``: the JVP of a
     max pool, which is linear in the tangent once the winners are known."""
     planes = math.prod(indices.shape[:-dims]) if indices.ndim > dims else 1
+    if planes == 0:
+        return np.zeros(indices.shape, values.dtype)
     flat = values.reshape(planes, -1)
     return np.take_along_axis(flat, indices.reshape(planes, -1), axis=1).reshape(indices.shape)
 
 
 def _window_sum(x, geometry):
     """Sum of every window of a batched array, zero padding included: a loop over offsets."""
+    spatial = x.shape[-len(geometry.kernel_size):]
     x = _padded(x, geometry, 0)
     total = None
-    for _, window in _offset_slices(geometry):
+    for _, window in _offset_slices(geometry, spatial):
         if total is None:
             total = x[window].copy()
         else:
@@ -221,15 +279,14 @@ def _window_sum_transpose(grad, input_shape, geometry):
     """Adjoint of ``_window_sum``: every window adds its gradient back onto the positions it
     read; then the padding is cropped off. Shapes: grad (N, C, *out) -> (N, C, *in)."""
     dims = len(geometry.kernel_size)
+    spatial = tuple(input_shape[-dims:])
     padded_shape = list(input_shape)
     crop = [slice(None)] * (len(input_shape) - dims)
-    for axis, (size, k, s, p, d, o) in enumerate(zip(input_shape[-dims:], *geometry[:4],
-                                                     geometry.out_spatial)):
-        reach = (o - 1) * s + d * (k - 1) + 1
-        padded_shape[len(input_shape) - dims + axis] = size + p + max(reach - size - p, 0)
-        crop.append(slice(p, p + size))
+    for axis, (size, (_, _, low, high)) in enumerate(zip(spatial, _reach(spatial, geometry))):
+        padded_shape[len(input_shape) - dims + axis] = low + size + high
+        crop.append(slice(low, low + size))
     padded = np.zeros(padded_shape, grad.dtype)
-    for _, window in _offset_slices(geometry):
+    for _, window in _offset_slices(geometry, spatial):
         padded[window] += grad
     return np.ascontiguousarray(padded[tuple(crop)])
 
@@ -273,6 +330,8 @@ def avg_pool(fname, input, dims, kernel_size, stride=None, padding=0, ceil_mode=
     check_float_array(fname, "input", input)
     geometry = avg_pool_geometry(fname, input.shape, dims, kernel_size, stride, padding,
                                  ceil_mode, divisor_override)
+    if input.size == 0:      # an empty batch: no window, and nothing of the output's size built
+        return np.empty(input.shape[:-dims] + tuple(geometry.out_spatial), input.dtype)
     total = _window_sum(_as_batched(input, geometry), geometry)
     total /= avg_pool_divisor(input.shape, geometry, count_include_pad, divisor_override,
                               input.dtype)
@@ -282,6 +341,8 @@ def avg_pool(fname, input, dims, kernel_size, stride=None, padding=0, ceil_mode=
 def avg_pool_backward(grad_output, input_shape, geometry, count_include_pad, divisor_override):
     """Adjoint of average pooling (it is linear): divide by the divisor, then spread each
     window's share back over the window."""
+    if grad_output.size == 0:     # an empty batch: nothing to spread
+        return np.zeros(input_shape, grad_output.dtype)
     grad = grad_output / avg_pool_divisor(input_shape, geometry, count_include_pad,
                                           divisor_override, grad_output.dtype)
     batched_shape = tuple(input_shape) if geometry.batched else (1,) + tuple(input_shape)

@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from graphm import functional as F
+from graphm.functional._checks import LARGEST_PARAMETER, axis_entries, check_size
 from graphm.nn import init
 from graphm.nn.module import Module, Parameter, _check_device, _dtype
 
@@ -28,15 +29,26 @@ def _positive_int(layer, name, value):
 
 
 def _ntuple(layer, name, value, dims, minimum):
-    """``3`` -> ``(3, 3)`` for dims 2; a tuple/list must have ``dims`` ints >= minimum."""
-    values = (value,) * dims if isinstance(value, numbers.Integral) else tuple(value)
+    """``3`` -> ``(3, 3)`` for dims 2; a tuple/list must have ``dims`` ints >= minimum (a
+    1-tuple is broadcast, PyTorch's rule for the functional ops, see ``axis_entries``)."""
+    if isinstance(value, numbers.Integral):
+        values = (value,) * dims
+    elif isinstance(value, (tuple, list)):
+        values = tuple(axis_entries(value, dims))
+    else:
+        raise TypeError(f"{layer}: {name} must be an int or a tuple of {dims} ints, got "
+                        f"{value!r} of type {type(value).__name__}")
     if len(values) != dims or any(isinstance(v, (bool, np.bool_)) or
                                   not isinstance(v, numbers.Integral) or v < minimum
                                   for v in values):
         bound = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{layer}: {name} must be a {bound} int or a tuple of {dims} such ints, "
                          f"got {value!r}")
-    return tuple(int(v) for v in values)
+    values = tuple(int(v) for v in values)
+    if any(v > LARGEST_PARAMETER for v in values):
+        raise ValueError(f"{layer}: {name}={values} is too large; each value must be at most "
+                         f"2**31 - 1")
+    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,6 +98,9 @@ class _ConvNd(Module):
             weight_shape = (in_channels, out_channels // groups) + kernel_size
         else:
             weight_shape = (out_channels, in_channels // groups) + kernel_size
+        check_size(layer, "weight", weight_shape,
+                   f"in_channels={in_channels}, out_channels={out_channels}, groups={groups}, "
+                   f"kernel_size={kernel_size}")
         self.weight = Parameter(np.empty(weight_shape, dtype))
         if bias:
             self.bias = Parameter(np.empty(out_channels, dtype))
@@ -230,6 +245,8 @@ class Linear(Module):
         self.in_features = _positive_int("Linear", "in_features", in_features)
         self.out_features = _positive_int("Linear", "out_features", out_features)
         dtype = _dtype("Linear", dtype)
+        check_size("Linear", "weight", (self.out_features, self.in_features),
+                   f"in_features={self.in_features}, out_features={self.out_features}")
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype))
         if bias:
             self.bias = Parameter(np.empty(self.out_features, dtype))

@@ -122,4 +122,5 @@ def _softplus_slope(x, beta, threshold):
     if is_traced(scaled):          # sigmoid(βx) below the threshold, the constant 1 above it
         linear = np.asarray(scaled.data > threshold)
         return call(sigmoid, scaled) * ~linear + linear.astype(x.dtype)
+    scaled = np.asarray(scaled)    # 0-d stays an array (not a NumPy scalar)
     return np.where(scaled > threshold, x.dtype.type(1), F.sigmoid(scaled))

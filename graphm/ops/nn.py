@@ -212,7 +212,7 @@ class CrossEntropy(_ClassificationLoss):
         scores, q, divisor = Floss.class_targets(self.name, x, target, weight, ignore_index,
                                                label_smoothing)
         log_p = F.log_softmax(scores, 1)
-        loss = Floss.reduce_rows(-(q * log_p).sum(axis=1), reduction, divisor, target.shape)
+        loss = Floss.reduce_rows(Floss.row_losses(q, log_p), reduction, divisor, target.shape)
         return loss, (log_p, q, divisor, x.shape, x)
 
     @staticmethod
@@ -257,7 +257,7 @@ class NllLoss(_ClassificationLoss):
 
     def forward(self, x, target, weight, ignore_index=-100, reduction="mean"):
         scores, q, divisor = Floss.class_targets(self.name, x, target, weight, ignore_index)
-        loss = Floss.reduce_rows(-(q * scores).sum(axis=1), reduction, divisor, target.shape)
+        loss = Floss.reduce_rows(Floss.row_losses(q, scores), reduction, divisor, target.shape)
         return loss, (q, divisor, x.shape)
 
     def vjp(self, residuals, g, ignore_index=-100, reduction="mean"):
