@@ -3,8 +3,8 @@
 * The kernels agree with ``graphm.spec``, the slow reference written from the definition,
   for d = 1, 2, 3 and 4.
 * Transposed convolution is the adjoint of convolution, <conv(x, w), y> =
-  <x, conv_transpose(y, w)>, and so the three kernels serve both ops as DESIGN.md's adjoint
-  table says.
+  <x, conv_transpose(y, w)>, and so the three kernels serve both ops as the adjoint table on
+  the concepts page says.
 * Central finite differences in float64 confirm each of the three gradients of both ops.
 * The dot-product test <J t, g> = <t, J^T g> ties the backward functions to the forward: the
   op is bilinear, so J t is two forward calls.
@@ -114,7 +114,7 @@ def test_adjoint_identity(d, data):
 @settings(max_examples=examples(50))
 @given(data=st.data())
 def test_adjoint_table(d, data):
-    """Three kernels serve two ops (DESIGN.md): each gradient of one op is the other op, or
+    """Three kernels serve two ops (the adjoint table): each gradient of one op is the other op, or
     the weight gradient of conv with its arguments swapped."""
     case = data.draw(conv_cases(d, allow_strings=False, **ADJOINT_SIZES[d]), label="case")
     x, w, _, y = case.arrays(np.float64)

@@ -1,7 +1,7 @@
 """The three convolution kernels of graphm, and the matrix multiply they stand on.
 
-Three kernels serve both convolution and transposed convolution (the adjoint table of
-DESIGN.md).  With ``x`` the input, ``w`` the weight and ``g`` the gradient of the output:
+Three kernels serve both convolution and transposed convolution (the adjoint table on the
+concepts page of the documentation).  With ``x`` the input, ``w`` the weight and ``g`` the gradient of the output:
 
 =====================  ================================  ====================================
 kernel                 as convolution                    as transposed convolution
@@ -36,8 +36,8 @@ input into a matrix ``cols[c*K + k, p] = x[c, offset(k, p)]`` (0 in the padding)
 ``cols`` is never stored whole: a block of it is written, one tile of positions at a time,
 straight into the packed order of the GEMM operand.
 
-Parallel loops write only what no other iteration writes (DESIGN.md): the forward splits by
-(sample, group, block of output positions), the input gradient by (sample, group, block of
+Parallel loops write only what no other iteration writes, so no result depends on timing:
+the forward splits by (sample, group, block of output positions), the input gradient by (sample, group, block of
 input channels), the weight gradient by (block of samples, group, block of weight columns),
 and the per-block partial sums of the weight gradient are added in a fixed order.  How the work
 is cut never depends on the thread count, so the results are bit-for-bit identical for any

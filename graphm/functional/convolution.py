@@ -11,7 +11,7 @@ This module is the door to graphm's compiled kernels.  It does three things, in 
    ``(N, C, positions)`` arrays and that array; each work unit computes, from it, which input
    position each kernel tap reads for the output positions of its tile (nothing of the size
    taps x positions is ever built, or cached).
-3. **Routes each op to one of three kernels** (the adjoint table of DESIGN.md).  Transposed
+3. **Routes each op to one of three kernels** (the adjoint table on the documentation site's concepts page).  Transposed
    convolution *is* the adjoint of convolution, ``<conv(x, w), y> = <x, conv_transpose(y, w)>``,
    so its forward pass is convolution's input-gradient kernel and its input gradient is
    convolution's forward kernel.
@@ -498,7 +498,7 @@ def conv_transpose_backward(grad_output, input, weight, stride=1, padding=0, out
                             groups=1, dilation=1):
     r"""The three gradients of :func:`conv_transpose` (with a bias), given ``grad_output``.
 
-    The adjoint of an adjoint is the original map, so the roles swap (DESIGN.md):
+    The adjoint of an adjoint is the original map, so the roles swap (the adjoint table, on the concepts page):
 
     .. math::
 
