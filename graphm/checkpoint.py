@@ -18,11 +18,17 @@ is as safe to open as an image. (``torch.load`` unpickles unless ``weights_only=
 **An interrupted save leaves the previous checkpoint intact.** The file is written under a
 temporary name in the same directory, flushed to disk, then renamed over the old one with
 ``os.replace``, which POSIX and Windows perform atomically within one file system: at every
-instant ``path`` is either the complete old checkpoint or the complete new one.
+instant ``path`` is either the complete old checkpoint or the complete new one. A writer killed
+outright leaves its temporary behind; the next save into that directory removes it (see
+:func:`save`).
 
 **A damaged file is named as such.** A truncated or corrupt file (the zip's CRC-32 of every
 entry is checked), a file that is not a graphm checkpoint, one from a newer format, or one whose
 architecture differs from what the caller expects raises :class:`CheckpointError` saying which.
+So does a file that is not a regular file (a FIFO would block the reader), and a crafted one:
+every declared size is checked against the bytes the file holds before anything is allocated,
+decompression is bounded by :data:`MAX_INFLATED_BYTES`, and an entry name or header key that
+appears twice is refused rather than resolved.
 """
 from __future__ import annotations
 
@@ -30,12 +36,21 @@ import json
 import math
 import numbers
 import os
+import re
+import stat
 import tempfile
 import zipfile
+import zlib
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import numpy as np
 
-__all__ = ["save", "load", "load_header", "CheckpointError", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["save", "load", "load_header", "CheckpointError", "FORMAT_NAME", "FORMAT_VERSION",
+           "MAX_INFLATED_BYTES"]
 
 FORMAT_NAME = "graphm-checkpoint"
 FORMAT_VERSION = 1
@@ -110,9 +125,17 @@ def save(obj, path, *, architecture=None):
 
     Notes
     -----
-    The file is written as ``.<name>.<random>.tmp`` beside ``path``, flushed and fsync'ed, then
-    renamed onto ``path`` with ``os.replace``. On any error (or Ctrl-C) before the rename, the
-    temporary file is removed and ``path`` is untouched.
+    The file is written as ``.<name>.<pid>.<random>.tmp`` beside ``path`` (``<pid>`` is the
+    writing process's id), flushed and fsync'ed, then renamed onto ``path`` with
+    ``os.replace``. On any error (or Ctrl-C) before the rename, the temporary file is removed
+    and ``path`` is untouched.
+
+    A process killed outright (``kill -9``, a power cut) cannot remove its temporary file, so
+    each save first removes the *stale* temporaries in its directory: files named in exactly
+    this pattern (for any ``<name>``), owned by the current user, whose ``<pid>`` is no live
+    process and which no process holds locked (the writer holds an exclusive ``flock`` on its
+    temporary while writing, which also protects a writer on another machine sharing the
+    directory). Any other file is never touched. On Windows the clean-up is skipped.
     """
     if hasattr(obj, "state_dict") and hasattr(obj, "architecture") and not isinstance(obj, dict):
         if architecture is None:
@@ -134,9 +157,11 @@ def save(obj, path, *, architecture=None):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"graphm.save: the directory {directory!r} does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                         dir=directory)
+    _remove_stale_temporaries(directory)
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.",
+                                         suffix=".tmp", dir=directory)
     try:
+        _lock(handle)
         with os.fdopen(handle, "wb") as stream:
             _write_npz(stream, entries)
             stream.flush()
@@ -164,6 +189,83 @@ def _write_npz(stream, entries):
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
+# ``.<name>.<pid>.<random>.tmp``: the names save() gives its temporaries (mkstemp's random part
+# is 8 characters of [a-z0-9_]). Only files named so are ever cleaned up.
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[1-9][0-9]{0,9})\.[a-z0-9_]{8}\.tmp")
+
+
+def _lock(descriptor):
+    """Hold an exclusive lock on a temporary being written (released when the process dies)."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a file system without locks: the pid check still protects the file
+            pass
+
+
+def _is_locked(descriptor):
+    """True if another open file holds a lock on this file (a live writer)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _process_exists(pid):
+    """True unless ``pid`` is surely no live process (any doubt counts as alive)."""
+    try:
+        os.kill(pid, 0)  # signal 0: no signal sent, only the existence check
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: another user's live process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(directory):
+    """Remove the temporaries of save() calls whose process died before finishing.
+
+    A file is removed only if it is named like save()'s temporaries, is a regular file (not a
+    symbolic link) owned by this user, its pid is neither this process (another thread may be
+    saving) nor any live process, and no process holds a lock on it. Failures are ignored:
+    clean-up must never make a save fail.
+    """
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
+        return
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = _TEMPORARY_NAME.fullmatch(name)
+        if match is None:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _process_exists(pid):
+            continue
+        candidate = os.path.join(directory, name)
+        try:
+            status = os.lstat(candidate)
+            if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid():
+                continue
+            descriptor = os.open(candidate, os.O_RDONLY | os.O_NONBLOCK
+                                 | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue
+        try:
+            if not _is_locked(descriptor):
+                os.unlink(candidate)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
@@ -188,41 +290,236 @@ def _fsync_directory(directory):
 # Loading
 # --------------------------------------------------------------------------------------------
 
-def _open(path):
-    """Open the npz and return ``(npz, header)``, turning every low-level failure into a
-    CheckpointError that says what is wrong with the file."""
+#: The most bytes that decompressing a checkpoint's compressed entries may produce, in total.
+#: graphm writes its entries uncompressed (they inflate to nothing, and each is bounded by the
+#: file's own size); this bound is for ``.npz`` files written with ``np.savez_compressed``, and
+#: it is what refuses a "zip bomb" (a small file that inflates to gigabytes) before one byte is
+#: decompressed. Raise it here, or for one call with ``load(..., max_inflated_bytes=...)``.
+MAX_INFLATED_BYTES = 256 * 2**20
+
+# DEFLATE expands data by at most about 1032 : 1 (a 258-byte match costs at least 2 bits):
+# an entry declaring more than that is lying about its size.
+_DEFLATE_MAX_RATIO = 1032
+_READ_CHUNK_BYTES = 2**24
+
+
+def _file_kind(mode):
+    """What a non-regular file is, for the error message."""
+    for is_kind, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                          (stat.S_ISSOCK, "a socket")):
+        if is_kind(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular_file(path):
+    """Open ``path`` for reading if it is a regular file; return ``(stream, size)``.
+
+    The type is checked before opening (opening a FIFO for reading waits for a writer, reading
+    a device may never end) and again on the opened descriptor, which is opened with
+    ``O_NONBLOCK`` so that a FIFO swapped in between the two checks cannot block either.
+    """
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"graphm.load: no checkpoint at {path!r}") from None
+    except OSError as error:
+        raise CheckpointError(f"graphm.load: cannot read {path!r}: "
+                              f"{error.strerror or error}") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise CheckpointError(f"graphm.load: {path!r} is {_file_kind(status.st_mode)}, not a "
+                              "checkpoint file (a checkpoint is a regular file)")
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_BINARY", 0))
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"graphm.load: no checkpoint at {path!r}") from None
+    except OSError as error:
+        raise CheckpointError(f"graphm.load: cannot read {path!r}: "
+                              f"{error.strerror or error}") from None
+    try:
+        status = os.fstat(descriptor)  # the file actually opened, if it changed since os.stat
+        if not stat.S_ISREG(status.st_mode):
+            raise CheckpointError(f"graphm.load: {path!r} is {_file_kind(status.st_mode)}, not "
+                                  "a checkpoint file (a checkpoint is a regular file)")
+        stream = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return stream, status.st_size
+
+
+class _Archive:
+    """A checkpoint's zip, every member checked against the file before anything is read.
+
+    ``files`` lists the entry names (member names without ``.npy``), as ``np.load`` does, and
+    ``archive[name]`` reads one array. The checks bound what reading can cost:
+
+    * a stored (uncompressed) member declares as many bytes as it occupies, and all members
+      together occupy no more than the file, so stored arrays never exceed the file's size;
+    * a deflated member declares no more than DEFLATE can produce from its compressed size,
+      and all of them together no more than ``max_inflated_bytes``;
+    * each array's ``.npy`` header must describe no more bytes than its member declares, so
+      nothing is allocated from a header's word alone (an 8 TiB shape in a 400-byte file).
+    """
+
+    def __init__(self, stream, path, size, max_inflated_bytes):
+        self.path = path
+        self._stream = stream  # owned: closed with the archive
+        self._zip = zipfile.ZipFile(stream)
+        self._members = {}
+        stored_bytes = compressed_bytes = inflated_bytes = 0
+        for info in self._zip.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if key in self._members:
+                raise CheckpointError(f"graphm.load: {path}: the entry '{key}' appears twice in "
+                                      "the zip (which one is meant is ambiguous); the file is "
+                                      "damaged or crafted")
+            self._members[key] = info
+            if info.compress_type == zipfile.ZIP_STORED:
+                if info.file_size != info.compress_size:
+                    raise CheckpointError(
+                        f"graphm.load: {path}: the stored entry '{key}' declares "
+                        f"{info.file_size} bytes but occupies {info.compress_size}; the file "
+                        "is damaged or crafted")
+                stored_bytes += info.compress_size
+            elif info.compress_type == zipfile.ZIP_DEFLATED:
+                if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size:
+                    raise CheckpointError(
+                        f"graphm.load: {path}: the compressed entry '{key}' declares "
+                        f"{info.file_size} bytes from {info.compress_size} compressed bytes, "
+                        f"more than DEFLATE can produce ({_DEFLATE_MAX_RATIO}:1); the file is "
+                        "damaged or crafted")
+                compressed_bytes += info.compress_size
+                inflated_bytes += info.file_size
+            else:
+                raise CheckpointError(
+                    f"graphm.load: {path}: the entry '{key}' uses zip compression method "
+                    f"{info.compress_type}; a checkpoint's entries are stored or deflated")
+        if stored_bytes + compressed_bytes > size:
+            raise CheckpointError(
+                f"graphm.load: {path} ({size} bytes): its entries claim to occupy "
+                f"{stored_bytes + compressed_bytes} bytes, more than the file holds (entries "
+                "overlap, or the file was truncated); the file is damaged or crafted")
+        if inflated_bytes > max_inflated_bytes:
+            raise CheckpointError(
+                f"graphm.load: {path} ({size} bytes): its compressed entries would inflate to "
+                f"{inflated_bytes} bytes, more than max_inflated_bytes={max_inflated_bytes} "
+                "(graphm.checkpoint.MAX_INFLATED_BYTES); if you trust the file, pass a larger "
+                "max_inflated_bytes= to graphm.load")
+        self.files = list(self._members)
+
+    def __getitem__(self, key):
+        info = self._members[key]
+        with self._zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f".npy format version {version[0]}.{version[1]} is not read "
+                                 "by graphm (1.0 and 2.0 are)")
+            if dtype.hasobject:
+                raise ValueError("it holds Python objects (a pickle), which graphm never loads")
+            if any(extent < 0 for extent in shape):
+                raise ValueError(f"its .npy header declares the shape {shape}")
+            declared_bytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+            held_bytes = info.file_size - member.tell()
+            if declared_bytes > held_bytes:
+                raise ValueError(f"its .npy header declares {dtype}{list(shape)}, "
+                                 f"{declared_bytes} bytes, but the entry holds {held_bytes}")
+            array = np.empty(shape[::-1] if fortran_order else shape, dtype)
+            if declared_bytes:
+                flat = array.reshape(-1).view(np.uint8)
+                filled = 0
+                while filled < declared_bytes:
+                    count = member.readinto(flat[filled:filled + _READ_CHUNK_BYTES])
+                    if not count:
+                        raise EOFError(f"the entry ends after {filled} of {declared_bytes} "
+                                       "bytes of array data")
+                    filled += count
+            if member.read(1):  # also makes zipfile check the member's CRC-32
+                raise ValueError(f"the entry holds more than its {dtype}{list(shape)} array")
+        return array.transpose() if fortran_order else array
+
+    def close(self):
+        self._zip.close()
+        self._stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _refuse_duplicate_keys(pairs):
+    """``object_pairs_hook`` for the header: JSON lets a key repeat, a checkpoint may not."""
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = next(key for key in keys if keys.count(key) > 1)
+        raise _DuplicateKeyError(repeated)
+    return dict(pairs)
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _open(path, max_inflated_bytes=None):
+    """Open the checkpoint and return ``(archive, header)``, turning every low-level failure
+    into a CheckpointError that says what is wrong with the file."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"graphm.load: no checkpoint at {path!r}")
-    if os.path.isdir(path):
-        raise CheckpointError(f"graphm.load: {path!r} is a directory, not a checkpoint file")
-    size = os.path.getsize(path)
-    with open(path, "rb") as stream:
-        start = stream.read(6)
-    if size == 0:
-        raise CheckpointError(f"graphm.load: {path} is not a readable checkpoint: the file is "
-                              "empty (0 bytes; a truncated or damaged file)")
-    if start.startswith(b"\x93NUMPY"):
-        raise CheckpointError(f"graphm.load: {path} is a single .npy array, not a graphm "
-                              "checkpoint (.npz)")
-    if not start.startswith(b"PK"):  # every zip file, hence every .npz, starts with "PK"
-        raise CheckpointError(f"graphm.load: {path} ({size} bytes) is not a readable checkpoint: "
-                              f"it starts with {start!r}, not with a zip file's b'PK' (a damaged "
-                              "file, or not a checkpoint at all)")
+    if max_inflated_bytes is None:
+        max_inflated_bytes = MAX_INFLATED_BYTES
+    if (not isinstance(max_inflated_bytes, numbers.Integral) or isinstance(max_inflated_bytes, bool)
+            or max_inflated_bytes < 0):
+        raise ValueError(f"graphm.load: max_inflated_bytes must be an int >= 0, got "
+                         f"{max_inflated_bytes!r}")
+    stream, size = _open_regular_file(path)
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"graphm.load: {path} ({size} bytes) is not a readable checkpoint: "
-                              f"{error} (a truncated or damaged file, or not a checkpoint at all)"
-                              ) from None
+        try:
+            start = stream.read(6)
+        except OSError as error:  # /proc/self/mem, a file on a failing disk, ...
+            raise CheckpointError(f"graphm.load: cannot read {path!r}: "
+                                  f"{error.strerror or error}") from None
+        if size == 0 or not start:
+            raise CheckpointError(f"graphm.load: {path} is not a readable checkpoint: the file "
+                                  "is empty (0 bytes; a truncated or damaged file)")
+        if start.startswith(b"\x93NUMPY"):
+            raise CheckpointError(f"graphm.load: {path} is a single .npy array, not a graphm "
+                                  "checkpoint (.npz)")
+        if not start.startswith(b"PK"):  # every zip file, hence every .npz, starts with "PK"
+            raise CheckpointError(f"graphm.load: {path} ({size} bytes) is not a readable "
+                                  f"checkpoint: it starts with {start!r}, not with a zip file's "
+                                  "b'PK' (a damaged file, or not a checkpoint at all)")
+        try:
+            archive = _Archive(stream, path, size, max_inflated_bytes)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise CheckpointError(f"graphm.load: {path} ({size} bytes) is not a readable "
+                                  f"checkpoint: {error} (a truncated or damaged file, or not a "
+                                  "checkpoint at all)") from None
+    except BaseException:
+        stream.close()
+        raise
     try:
-        if _HEADER_KEY not in npz.files:
+        if _HEADER_KEY not in archive.files:
             raise CheckpointError(f"graphm.load: {path} is an .npz file but not a graphm "
                                   f"checkpoint (it has no '{_HEADER_KEY}' entry; entries: "
-                                  f"{', '.join(npz.files[:8])}{' ...' if len(npz.files) > 8 else ''})")
-        header_array = _read_entry(npz, _HEADER_KEY, path)
+                                  f"{', '.join(archive.files[:8])}"
+                                  f"{' ...' if len(archive.files) > 8 else ''})")
+        header_array = _read_entry(archive, _HEADER_KEY, path)
         try:
-            header = json.loads(str(header_array[()]))
+            header = json.loads(str(header_array[()]), object_pairs_hook=_refuse_duplicate_keys)
+        except _DuplicateKeyError as error:
+            raise CheckpointError(f"graphm.load: {path}: the header has the key "
+                                  f"{error.args[0]!r} twice in one object (which one is meant "
+                                  "is ambiguous); the file is damaged or crafted") from None
         except (ValueError, TypeError, IndexError, RecursionError) as error:
             raise CheckpointError(f"graphm.load: {path}: the header is not valid JSON "
                                   f"({error}); the file is damaged") from None
@@ -236,17 +533,17 @@ def _open(path):
                                   f"{version!r}; this graphm ({_graphm_version()}) reads "
                                   f"versions 1..{FORMAT_VERSION}: upgrade graphm")
     except BaseException:
-        npz.close()
+        archive.close()
         raise
-    return npz, header
+    return archive, header
 
 
-def _read_entry(npz, key, path):
+def _read_entry(archive, key, path):
     """Read one entry; the zip's CRC-32 check turns a flipped bit into an error here."""
     try:
-        return npz[key]
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
-            NotImplementedError) as error:  # NotImplementedError: an unknown compression method
+        return archive[key]
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error,
+            NotImplementedError) as error:
         raise CheckpointError(f"graphm.load: {path}: entry '{key}' is damaged ({error}); the "
                               "file is corrupt or was truncated") from None
 
@@ -274,27 +571,34 @@ def _decode(node, npz, path, where):
     return node
 
 
-def load_header(path):
+def load_header(path, *, max_inflated_bytes=None):
     """The checkpoint's header: ``format``, ``version``, ``graphm_version``, ``architecture``.
 
-    Reads no array, so it is quick even for a large file (``graphm info`` uses it).
+    Reads no array, so it is quick even for a large file (``graphm info`` uses it). The file
+    is checked as by :func:`load` (``max_inflated_bytes`` has the same meaning).
     """
-    npz, header = _open(path)
+    npz, header = _open(path, max_inflated_bytes)
     npz.close()
     header = dict(header)
     header.pop("state", None)
     return header
 
 
-def load(path, *, architecture=None):
+def load(path, *, architecture=None, max_inflated_bytes=None):
     """Read a checkpoint written by :func:`save`; no code is ever executed.
 
     Parameters
     ----------
     path : str or os.PathLike
+        A regular file (a FIFO, a device or a directory is refused without reading it).
     architecture : graphm.nn.Module or JSON-like, optional
         When given, the stored architecture must equal it (a Module is compared through its
         ``architecture()``); otherwise :class:`CheckpointError` names the first difference.
+    max_inflated_bytes : int, optional
+        The most bytes the file's *compressed* entries may inflate to, in total (default
+        :data:`graphm.checkpoint.MAX_INFLATED_BYTES`, 256 MiB). graphm writes uncompressed
+        entries, which this does not limit; it matters for ``np.savez_compressed`` files, and
+        stops a small crafted file from inflating to gigabytes.
 
     Returns
     -------
@@ -306,10 +610,18 @@ def load(path, *, architecture=None):
     FileNotFoundError
         No file at ``path``.
     CheckpointError
-        Truncated, corrupt, not a graphm checkpoint, a newer format version, or another
-        architecture than the one expected.
+        Truncated, corrupt, not a regular file, unreadable, not a graphm checkpoint, a newer
+        format version, or another architecture than the one expected; also a file whose
+        sizes do not add up (an array header declaring more bytes than its entry holds,
+        entries overlapping or inflating past ``max_inflated_bytes``) or that names an entry
+        or a header key twice.
+
+    Notes
+    -----
+    Nothing is allocated on a header's word alone: every size the file declares is checked
+    against the bytes the file holds before an array is created.
     """
-    npz, header = _open(path)
+    npz, header = _open(path, max_inflated_bytes)
     with npz:
         if architecture is not None:
             if hasattr(architecture, "architecture") and callable(architecture.architecture):
