@@ -102,7 +102,9 @@ class BuildExtWithOpenMP(build_ext):
 
     def _probe_openmp(self, flags):
         """The flags if a tiny OpenMP program compiles, links and runs two threads, else None."""
-        link_flags = [] if self.compiler.compiler_type == "msvc" else flags
+        # MSVC's linker takes no /openmp; elsewhere LDFLAGS (macOS: -lomp) must reach the probe
+        link_flags = ([] if self.compiler.compiler_type == "msvc"
+                      else flags + os.environ.get("LDFLAGS", "").split())
         tmp = tempfile.mkdtemp(prefix="graphm_openmp_probe_")
         try:
             source = os.path.join(tmp, "probe.c")
