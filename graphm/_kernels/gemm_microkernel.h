@@ -15,11 +15,53 @@
  *   b_panel: kc steps of NR values   b_panel[k*NR + j] = B[k, j]   (zero-padded past nr)
  * Each element of C is accumulated over k = 0, 1, ..., kc-1 in this fixed order whatever the
  * tile, the edge handling or the thread that runs it, so results are bit-for-bit reproducible.
+ *
+ * Two implementations, one interface.  This file holds the vector one (GCC/Clang vector
+ * extensions); gemm_microkernel_portable.h holds a plain-C one, compiled instead by MSVC (or any
+ * compiler that is not GCC-compatible) and by every build made with GRAPHM_PORTABLE=1.  Both
+ * provide exactly what _conv.pyx calls, and a caller must use nothing else:
+ *
+ *   GRAPHM_SGEMM_MR, GRAPHM_DGEMM_MR   rows of a tile (6), compile-time constants
+ *   graphm_select_tiles(allow_wide)    call once, before any kernel; returns 1 if wide tiles
+ *                                      (AVX-512) were chosen; the portable path always says 0
+ *   graphm_sgemm_nr(), graphm_dgemm_nr()  columns of a tile, fixed after graphm_select_tiles:
+ *                                      size the packed panels by them, never by a constant
+ *   graphm_sgemm_micro, graphm_dgemm_micro(kc, a_panel, b_panel, c, ldc, mr, nr, accumulate)
+ *                                      the tile product above; 1 <= mr <= MR, 1 <= nr <= NR; a
+ *                                      and b panels zero-padded to whole MR and NR; c unaligned
+ *                                      is fine; touches only C[0:mr, 0:nr]
+ *   GRAPHM_MICROKERNEL_PORTABLE        1 in the portable build, 0 in the vector one
+ *
+ * Both compute each element in the same order (start at 0, add a*b for k = 0..kc-1, then add
+ * the sum to C once), so where the compiler makes the same fused-multiply-add choice in both they
+ * agree bit for bit; x86-specific code (clones, AVX-512, CPU detection) is compiled only on
+ * x86-64 (see GRAPHM_X86_64 below).
  */
 #ifndef GRAPHM_GEMM_MICROKERNEL_H
 #define GRAPHM_GEMM_MICROKERNEL_H
 
 #include <stddef.h>
+
+/* `inline` is C99; MSVC's C compiler has long spelled it __inline. */
+#if defined(_MSC_VER) && !defined(__cplusplus)
+#define GRAPHM_INLINE __inline
+#else
+#define GRAPHM_INLINE inline
+#endif
+
+/* x86-64 alone gets target clones, AVX-512 tiles and CPU detection (aarch64 and the rest: none). */
+#if defined(__x86_64__) || defined(_M_X64)
+#define GRAPHM_X86_64 1
+#else
+#define GRAPHM_X86_64 0
+#endif
+
+/* The vector kernel needs GCC's vector extensions (GCC and Clang have them, MSVC does not). */
+#if defined(GRAPHM_PORTABLE) || defined(_MSC_VER) || !defined(__GNUC__)
+#define GRAPHM_MICROKERNEL_PORTABLE 1
+#else
+#define GRAPHM_MICROKERNEL_PORTABLE 0
+#endif
 
 /* Every tile has 6 rows; a row is two vectors wide.  With 32-byte vectors (AVX2) that is 16
  * floats or 8 doubles; with 64-byte vectors (AVX-512, chosen at run time where the CPU has it,
@@ -27,18 +69,22 @@
 #define GRAPHM_SGEMM_MR 6
 #define GRAPHM_DGEMM_MR 6
 
-/* 32-byte vectors (8 floats or 4 doubles) that need only an element's alignment in memory. */
-typedef float graphm_v8f __attribute__((vector_size(32), aligned(sizeof(float))));
-typedef double graphm_v4d __attribute__((vector_size(32), aligned(sizeof(double))));
-
 /* On x86-64 GCC, compile the micro-kernel twice, for AVX2 + FMA (Haswell and later, Zen) and
  * for the baseline, and let the loader pick at run time: the package runs on any x86-64 CPU
- * and still uses FMA where it exists. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(GRAPHM_NO_MULTIVERSION)
+ * and still uses FMA where it exists.  The portable kernel is cloned the same way. */
+#if defined(__GNUC__) && !defined(__clang__) && GRAPHM_X86_64 && !defined(GRAPHM_NO_MULTIVERSION)
 #define GRAPHM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define GRAPHM_MULTIVERSION
 #endif
+
+#if GRAPHM_MICROKERNEL_PORTABLE
+#include "gemm_microkernel_portable.h"
+#else
+
+/* 32-byte vectors (8 floats or 4 doubles) that need only an element's alignment in memory. */
+typedef float graphm_v8f __attribute__((vector_size(32), aligned(sizeof(float))));
+typedef double graphm_v4d __attribute__((vector_size(32), aligned(sizeof(double))));
 
 /* The micro-kernel for element type T, vector type V of LANES elements; a row of the tile is
  * two vectors (NR = 2 * LANES columns) and the tile has 6 rows: 12 accumulators + 2 B vectors
@@ -93,7 +139,7 @@ GRAPHM_DEFINE_MICROKERNEL(graphm_dgemm_micro_avx2, GRAPHM_MULTIVERSION, double, 
 /* The wide tiles: the same loop with 64-byte vectors, compiled for AVX-512 (x86-64-v4) and used
  * only where the CPU reports AVX-512F.  On CPUs with full-width AVX-512 units (AMD Zen 5, Intel
  * server cores) this doubles the multiply-adds per cycle. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(GRAPHM_NO_MULTIVERSION)
+#if defined(__GNUC__) && !defined(__clang__) && GRAPHM_X86_64 && !defined(GRAPHM_NO_MULTIVERSION)
 #define GRAPHM_HAVE_WIDE_TILES 1
 typedef float graphm_v16f __attribute__((vector_size(64), aligned(sizeof(float))));
 typedef double graphm_v8d __attribute__((vector_size(64), aligned(sizeof(double))));
@@ -109,7 +155,7 @@ GRAPHM_DEFINE_MICROKERNEL(graphm_dgemm_micro_avx512, __attribute__((target("arch
  * kernel runs, and never changed afterwards (the packing routines size their panels by it). */
 static int graphm_wide_tiles = 0;
 
-static int graphm_select_tiles(int allow_wide)
+static GRAPHM_INLINE int graphm_select_tiles(int allow_wide)
 {
 #if GRAPHM_HAVE_WIDE_TILES
     __builtin_cpu_init();
@@ -147,5 +193,7 @@ static inline void graphm_dgemm_micro(ptrdiff_t kc, const double *a_panel, const
 #endif
     graphm_dgemm_micro_avx2(kc, a_panel, b_panel, c, ldc, mr, nr, accumulate);
 }
+
+#endif /* GRAPHM_MICROKERNEL_PORTABLE */
 
 #endif
