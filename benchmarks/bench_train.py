@@ -1,7 +1,7 @@
 """Train the same CNN on the digits in graphm (eager and compiled) and in PyTorch, side by side.
 
 Same data (the 8x8 digits, 80/20 split, normalised as ``graphm train`` does), same network
-(``graphm.cli.make_cnn``; PyTorch gets an exact copy of graphm's initial weights through
+(``graphm.nn.models.make_cnn``; PyTorch gets an exact copy of graphm's initial weights through
 ``graphm.interop.to_torch``), same batch order, batch size, optimizer (Adam) and epochs, same
 thread count. Each framework first trains one untimed warm-up epoch; then every epoch of
 training (forward, backward, optimizer step over all batches; no evaluation) is timed, and the
@@ -28,13 +28,14 @@ import torch
 
 import graphm
 import graphm.functional as F
-from graphm import cli, data, interop, optim
+from graphm import data, interop, optim, train
+from graphm.nn.models import make_cnn
 
 
 def digits(seed):
     """Training and test arrays exactly as ``graphm train`` prepares them for the CNN."""
-    config = dict(cli.CONFIG_DEFAULTS, model="cnn", dataset="digits", seed=seed)
-    return cli._load_data(config)[:4]
+    config = dict(train.CONFIG_DEFAULTS, model="cnn", dataset="digits", seed=seed)
+    return train.load_data(config)[:4]
 
 
 class GraphmTrainer:
@@ -113,7 +114,7 @@ def main(argv=None):
     trainers = {}
     for framework in ("torch", "graphm eager", "graphm compiled"):
         graphm.manual_seed(args.seed)
-        model = cli.make_cnn(x_train.shape[1:])
+        model = make_cnn(x_train.shape[1:])
         loader = data.DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True,
                                  seed=args.seed)
         if framework == "torch":       # the same initial weights as the graphm models

@@ -37,12 +37,16 @@ def plot_curves(history, path, metric="accuracy"):
         ``train_loss``, ``test_loss`` and ``train_<metric>``, ``test_<metric>`` (any missing
         curve is skipped), one value per epoch.
     path : str or os.PathLike
-    metric : str
-        ``"accuracy"`` (plotted in percent) or another name such as ``"mse"``.
+    metric : str or None
+        ``"accuracy"`` (plotted in percent) or another name such as ``"mse"``. None draws the
+        loss alone, in one panel: for a model whose loss *is* its metric (an autoencoder's
+        MSE), a second panel would repeat the first.
     """
-    figure = _figure(10, 4)
-    left, right = figure.subplots(1, 2)
-    for axes, key, title in ((left, "loss", "loss"), (right, metric, metric)):
+    panels = [("loss", "loss")] + ([] if metric in (None, "loss") else [(metric, metric)])
+    from matplotlib.ticker import MaxNLocator
+    figure = _figure(5 * len(panels), 4)
+    axes_list = np.atleast_1d(figure.subplots(1, len(panels)))
+    for axes, (key, title) in zip(axes_list, panels):
         for split, style in (("train", "-o"), ("test", "-s")):
             values = history.get(f"{split}_{key}")
             if values:
@@ -52,6 +56,7 @@ def plot_curves(history, path, metric="accuracy"):
                 axes.plot(np.arange(1, len(values) + 1), values, style, markersize=3,
                           label=split)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole
         axes.set_ylabel(f"{title} (%)" if key == "accuracy" else title)
         if key == "loss" or key == "mse":
             axes.set_yscale("log")
@@ -66,7 +71,8 @@ def plot_filters(weight, path, title="first-layer filters"):
 
     ``weight`` has shape ``(out_channels, in_channels, kH, kW)``; channels beyond the first input
     channel are averaged. Colours are symmetric around zero (red positive, blue negative), so a
-    filter's sign pattern, the edge or blob it responds to, can be read off directly.
+    filter's sign pattern, the edge or blob it responds to, can be read off directly; the colour
+    bar beside them gives the weight a colour stands for.
     """
     weight = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight, dtype=float)
     if weight.ndim != 4:
@@ -78,13 +84,17 @@ def plot_filters(weight, path, title="first-layer filters"):
     rows = math.ceil(count / columns)
     figure = _figure(1.2 * columns, 1.2 * rows + 0.4)
     limit = float(np.abs(kernels).max()) or 1.0
+    every_axes, image = [], None
     for index in range(rows * columns):
         axes = figure.add_subplot(rows, columns, index + 1)
         axes.set_axis_off()
+        every_axes.append(axes)
         if index < count:
-            axes.imshow(kernels[index], cmap="RdBu_r", vmin=-limit, vmax=limit,
-                        interpolation="nearest")
+            image = axes.imshow(kernels[index], cmap="RdBu_r", vmin=-limit, vmax=limit,
+                                interpolation="nearest")
             axes.set_title(str(index), fontsize=7)
+    # one scale for every filter (they share vmin/vmax), so one colour bar reads them all
+    figure.colorbar(image, ax=every_axes, shrink=0.8, label="weight")
     figure.suptitle(f"{title} ({count} of {weight.shape[2]}x{weight.shape[3]})")
     return _save(figure, path)
 

@@ -13,6 +13,8 @@ import pytest
 
 import graphm
 from graphm import cli
+from graphm import train as training
+from graphm.nn.models import make_cnn
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -61,7 +63,7 @@ def test_train_autoencoder_compiled(tmp_path, capsys):
 
 def interrupt_at_call(monkeypatch, call):
     """Make the ``call``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
-    original = cli._Runner.train_step
+    original = training.Runner.train_step
     calls = {"n": 0}
 
     def step(self, inputs, targets):
@@ -70,7 +72,7 @@ def interrupt_at_call(monkeypatch, call):
             raise KeyboardInterrupt
         return original(self, inputs, targets)
 
-    monkeypatch.setattr(cli._Runner, "train_step", step)
+    monkeypatch.setattr(training.Runner, "train_step", step)
 
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_resume_matches_an_uninterrupted_run(
@@ -145,7 +147,7 @@ def test_resume_refuses_conflicts_and_bad_files(tmp_path, capsys):
     status, _, err = run(capsys, "train", "--resume", checkpoint, "--model", "autoencoder")
     assert status == 1 and "trained with --model cnn, but --model autoencoder" in err
     status, _, err = run(capsys, "train", "--resume", checkpoint, "--quiet")
-    assert status == 1 and "already trained 1 epochs; pass --epochs N with N > 1" in err
+    assert status == 1 and "already trained 1 epoch; pass --epochs N with N > 1" in err
 
     with open(checkpoint, "r+b") as handle:     # cut the file short
         handle.truncate(os.path.getsize(checkpoint) // 2)
@@ -197,7 +199,7 @@ def test_info(tmp_path, capsys):
     assert f"graphm {graphm.__version__}" in out
     assert f"OpenMP: {'on' if graphm.openmp_enabled() else 'off'}" in out
     assert "threads:" in out and f"numpy {np.__version__}, BLAS:" in out
-    graphm.save(graphm.cli.make_cnn(), tmp_path / "m.npz")
+    graphm.save(make_cnn(), tmp_path / "m.npz")
     status, out, _ = run(capsys, "info", str(tmp_path / "m.npz"))
     assert status == 0 and "(0) Conv2d(in_channels=1, out_channels=32" in out
 

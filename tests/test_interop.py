@@ -7,7 +7,7 @@ import pytest
 
 import graphm
 from graphm import nn
-from graphm.cli import make_autoencoder, make_cnn
+from graphm.nn.models import make_autoencoder, make_cnn
 from graphm.interop import from_torch, to_torch
 
 torch = pytest.importorskip("torch")
@@ -109,6 +109,7 @@ def test_without_torch_the_error_says_how_to_install(monkeypatch):
 def test_graphm_imports_no_torch_at_run_time():
     import subprocess
     code = ("import sys, graphm, graphm.nn, graphm.optim, graphm.data, graphm.cli, "
+            "graphm.train, graphm.nn.models, "
             "graphm.interop, graphm.viz; graphm.data.load_digits(); "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -305,7 +305,7 @@ def test_shape_errors_name_the_layer_arguments():
 # -- architecture descriptions and checkpoints ------------------------------------------------------
 
 def test_architecture_rebuilds_the_same_network(tmp_path):
-    from graphm.cli import make_autoencoder, make_cnn
+    from graphm.nn.models import make_autoencoder, make_cnn
     for model in (make_cnn(), make_autoencoder(), nn.Sequential(nn.Conv1d(2, 3, 2), nn.Tanh())):
         rebuilt = nn.from_architecture(model.architecture())
         assert rebuilt.architecture() == model.architecture()
@@ -316,7 +316,7 @@ def test_architecture_rebuilds_the_same_network(tmp_path):
 
 
 def test_save_and_load_a_module(tmp_path):
-    from graphm.cli import make_cnn
+    from graphm.nn.models import make_cnn
     graphm.manual_seed(0)
     model = make_cnn()
     graphm.save(model, tmp_path / "m.npz")
@@ -336,7 +336,7 @@ def test_save_and_load_a_module(tmp_path):
 # -- compile --------------------------------------------------------------------------------------
 
 def lenet_and_batch(seed=0, n=16):
-    from graphm.cli import make_cnn
+    from graphm.nn.models import make_cnn
     graphm.manual_seed(seed)
     rng = rng_for("lenet")
     return make_cnn(), rng.standard_normal((n, 1, 8, 8)).astype(np.float32), \
@@ -379,7 +379,7 @@ def test_compiled_retraces_for_a_new_batch_size_and_reads_current_weights():
 @pytest.mark.parametrize("kind", ["cnn", "autoencoder"])
 def test_eager_and_compiled_training_stay_together(kind):
     """Three Adam steps in each mode, from the same weights: the same weights after."""
-    from graphm.cli import make_autoencoder, make_cnn
+    from graphm.nn.models import make_autoencoder, make_cnn
     make = make_cnn if kind == "cnn" else make_autoencoder
     loss_function = F.cross_entropy if kind == "cnn" else F.mse_loss
     rng = rng_for(kind)
