@@ -609,3 +609,76 @@ def test_layers_follow_the_same_one_tuple_rule():
         want = reference(_t(x)).numpy()
     assert layer.stride == (2, 2) and layer.padding == (1, 1)
     assert_same_values(layer(graphm.tensor(x)).numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Cases the fuzz test (tests/test_fuzz.py) found, kept here so every run checks them
+# --------------------------------------------------------------------------------------------
+
+FUZZ_FOUND = {
+    "ceil_mode=2": (lambda: F.max_pool2d(ones(1, 1, 4, 4), 2, ceil_mode=2), TypeError, "ceil_mode"),
+    "count_include_pad=array": (lambda: F.avg_pool1d(ones(1, 1, 4), 2,
+                                                     count_include_pad=np.array([1, 2])),
+                                TypeError, "count_include_pad"),
+    "return_indices=1": (lambda: F.max_pool1d(ones(1, 1, 4), 2, return_indices=1), TypeError,
+                         "return_indices"),
+    "divisor_override=2**63": (lambda: F.avg_pool2d(ones(1, 1, 2, 2), 1,
+                                                    divisor_override=2 ** 63),
+                               ValueError, "divisor_override"),
+    "groups=array": (lambda: F.conv1d(ones(1, 1, 3), ones(1, 1, 1), groups=np.array([1, 2])),
+                     TypeError, "groups"),
+    "rank=[]": (lambda: F.conv_output_shape((1, 1, 3), (1, 1, 1), rank=[]), TypeError, "rank"),
+    "label_smoothing=[]": (lambda: F.cross_entropy(ones(2, 3), np.zeros(2, np.int64),
+                                                   label_smoothing=[]),
+                           TypeError, "label_smoothing"),
+    "ignore_index=2**63": (lambda: F.nll_loss(ones(2, 3), np.zeros(2, np.int64),
+                                              ignore_index=2 ** 63), ValueError, "ignore_index"),
+    "reduction=array": (lambda: F.mse_loss(ones(2), ones(2), reduction=np.array([1, 2])),
+                        ValueError, "reduction"),
+    "no class": (lambda: F.nll_loss(zeros(0), np.zeros((), np.int64)), ValueError, "class"),
+    "softplus beta='same'": (lambda: F.softplus(ones(2), beta="same"), TypeError, "beta"),
+    "relu inplace=array": (lambda: F.relu(ones(2), inplace=np.array([1, 2])), TypeError,
+                           "inplace"),
+    "linear input=None": (lambda: F.linear(None, ones(1, 1)), TypeError, "input"),
+    "linear_backward grad_output=None": (lambda: F.linear_backward(None, ones(1), ones(1, 1)),
+                                         TypeError, "grad_output"),
+    "Linear dtype=0": (lambda: nn.Linear(1, 1, dtype=0), TypeError, "dtype"),
+    "Conv2d padding_mode=array": (lambda: nn.Conv2d(1, 1, 1, padding_mode=np.array([1, 2])),
+                                  ValueError, "padding_mode"),
+    "Conv2d bias=array": (lambda: nn.Conv2d(1, 1, 1, bias=np.array([1, 2])), TypeError, "bias"),
+    "Flatten start_dim=inf": (lambda: nn.Flatten(start_dim=float("inf")), TypeError,
+                              "start_dim"),
+    "MaxPool2d ceil_mode=array": (lambda: nn.MaxPool2d(2, ceil_mode=np.array([1, 2])),
+                                  TypeError, "ceil_mode"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FUZZ_FOUND))
+def test_cases_the_fuzz_test_found_raise_naming_the_argument(case):
+    call, kind, name = FUZZ_FOUND[case]
+    with pytest.raises(kind, match=name):
+        call()
+
+
+def test_an_index_out_of_range_is_a_value_error_and_an_index_error():
+    """PyTorch raises IndexError for a dim or a label out of range; graphm's contract is a
+    ValueError for every bad argument: the error is both, as NumPy's AxisError."""
+    for call in (lambda: F.softmax(ones(2, 3), dim=2),
+                 lambda: F.nll_loss(ones(2, 3), np.array([0, 3]))):
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert isinstance(caught.value, IndexError)
+    with pytest.raises(IndexError):
+        TF.softmax(torch.ones(2, 3), dim=2)
+
+
+@pytest.mark.parametrize("fn", [F.softmax, F.log_softmax])
+def test_softmax_of_empty_and_of_nonfinite_0d_inputs_match_torch(fn):
+    torch_fn = getattr(TF, fn.__name__)
+    for x, dim in ((zeros(0, 3), 0), (zeros(2, 0), 1), (zeros(0), 0)):
+        assert fn(x, dim=dim).shape == tuple(torch_fn(_t(x), dim=dim).shape)
+    for value in (np.nan, np.inf, -np.inf, 1.5):
+        x = np.array(value, F32)
+        got = fn(x, dim=0)
+        assert isinstance(got, np.ndarray) and got.shape == () and got.dtype == F32
+        assert_same_values(got, torch_fn(_t(x), dim=0).numpy())

@@ -35,6 +35,36 @@ def check_float_array(fname, argname, value):
     return value
 
 
+class ArgumentRangeError(ValueError, IndexError):
+    """An index argument out of range (a ``dim``, a class label): a ValueError, as every bad
+    argument to graphm is, and an IndexError, as PyTorch raises there (NumPy's ``AxisError``
+    is both for the same reason), so that ``except IndexError`` ported from PyTorch still works.
+    """
+
+
+def check_bool(fname, argname, value):
+    """Return ``value`` as a bool if it is one (NumPy's included), else raise TypeError.
+
+    PyTorch's rule for flags such as ``ceil_mode``: ``ceil_mode=2`` is refused, not read as true.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fname}(): argument '{argname}' must be bool, got {value!r} "
+                        f"({type(value).__name__})")
+    return bool(value)
+
+
+def check_real(fname, argname, value):
+    """Return ``value`` as a Python float if it is a real number (not a bool), else TypeError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fname}(): argument '{argname}' must be a real number, got "
+                        f"{value!r} ({type(value).__name__})")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{fname}(): argument '{argname}'={value} does not fit in a float") \
+            from None
+
+
 def check_same_dtype(fname, **arrays):
     """Raise TypeError when the given float arrays do not share one dtype (no silent promotion)."""
     named = [(name, a) for name, a in arrays.items() if a is not None]
@@ -103,7 +133,7 @@ def normalize_dim(fname, dim, ndim):
         raise TypeError(f"{fname}(): dim must be an int, got {dim!r}")
     size = max(ndim, 1)
     if not -size <= dim < size:
-        raise IndexError(f"{fname}(): dim {dim} is out of range for an array of {ndim} "
+        raise ArgumentRangeError(f"{fname}(): dim {dim} is out of range for an array of {ndim} "
                          f"dimension(s) (expected to be in range [{-size}, {size - 1}])")
     return int(dim) % size
 
@@ -116,7 +146,7 @@ def legacy_reduction(fname, size_average, reduce, reduction):
         reduction = "mean" if (reduce and size_average) else ("sum" if reduce else "none")
         warnings.warn(f"{fname}(): size_average and reduce are deprecated, use "
                       f"reduction='{reduction}' instead", DeprecationWarning, stacklevel=3)
-    if reduction not in ("mean", "sum", "none"):
+    if not isinstance(reduction, str) or reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{fname}(): reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     return reduction
 
@@ -174,7 +204,11 @@ def as_int(op, name, value, context, per_axis=True):
         wanted = "an int or a tuple of ints" if per_axis else "an int"
         raise TypeError(f"{op}: {name} must be {wanted}, got {value!r} "
                         f"of type {type(value).__name__} ({context})")
-    return operator.index(value)
+    try:
+        return operator.index(value)
+    except TypeError:              # a NumPy array of ndim >= 1 has __index__ but refuses it
+        raise TypeError(f"{op}: {name} must be an int, got an array of shape "
+                        f"{np.shape(value)} ({context})") from None
 
 
 def per_axis(op, name, value, rank, context):

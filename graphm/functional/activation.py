@@ -5,7 +5,8 @@ Every function takes a float32/float64 NumPy array and returns a new array of it
 """
 import numpy as np
 
-from graphm.functional._checks import FLOAT_DTYPES, check_float_array, softmax_dim
+from graphm.functional._checks import (FLOAT_DTYPES, check_bool, check_float_array, check_real,
+                                       softmax_dim)
 from graphm.functional._dispatch import tensor_aware
 
 __all__ = ['relu', 'sigmoid', 'tanh', 'softplus', 'softmax', 'log_softmax']
@@ -40,7 +41,7 @@ def relu(input, inplace=False):
         Same shape and dtype as ``input``. NaN stays NaN, as in PyTorch.
     """
     check_float_array("relu", "input", input)
-    if inplace:
+    if check_bool("relu", "inplace", inplace):
         return np.maximum(input, 0, out=input)
     return _c_order(np.maximum(input, 0))
 
@@ -78,6 +79,8 @@ def softplus(input, beta=1.0, threshold=20.0):
     Above the threshold the two branches agree to float precision; switching avoids overflow.
     """
     check_float_array("softplus", "input", input)
+    beta = check_real("softplus", "beta", beta)
+    threshold = check_real("softplus", "threshold", threshold)
     scaled = input * input.dtype.type(beta)
     with np.errstate(over="ignore"):
         smooth = np.log1p(np.exp(scaled)) / input.dtype.type(beta)
@@ -111,8 +114,11 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
     ``dtype`` casts the input first, as in PyTorch.
     """
     input, axis = _softmax_input("softmax", input, dim, dtype)
-    if input.ndim == 0:
-        return np.ones_like(input)
+    if input.ndim == 0:            # exp(x - x): one, or NaN for a NaN or an infinity (PyTorch)
+        with np.errstate(invalid="ignore"):
+            return np.asarray(np.exp(input - input))
+    if input.size == 0:            # no row to normalise (and no maximum to subtract)
+        return np.empty_like(input, order="C")
     e = np.exp(input - input.max(axis=axis, keepdims=True))
     return _c_order(e / e.sum(axis=axis, keepdims=True))
 
@@ -125,7 +131,10 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
               \quad m = \max_j x_j
     """
     input, axis = _softmax_input("log_softmax", input, dim, dtype)
-    if input.ndim == 0:
-        return np.zeros_like(input)
+    if input.ndim == 0:            # x - x: zero, or NaN for a NaN or an infinity (PyTorch)
+        with np.errstate(invalid="ignore"):
+            return np.asarray(input - input)
+    if input.size == 0:
+        return np.empty_like(input, order="C")
     shifted = input - input.max(axis=axis, keepdims=True)
     return _c_order(shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True)))

@@ -26,6 +26,7 @@ then has none either.
 """
 import functools
 import math
+import numbers
 
 import numpy as np
 
@@ -197,6 +198,14 @@ def _stand_in(op, name, shape, dtype):
     return np.broadcast_to(np.zeros((), dtype), shape)
 
 
+def _shape_rank(fname, rank):
+    """``rank`` of the shape functions: None (any, from the weight) or a positive int."""
+    if rank is not None and (isinstance(rank, (bool, np.bool_))
+                             or not isinstance(rank, numbers.Integral) or rank < 1):
+        raise TypeError(f"{fname}(): rank must be None or a positive int, got {rank!r}")
+    return rank
+
+
 def conv_output_shape(input_shape, weight_shape, bias_shape=None, stride=1, padding=0,
                       dilation=1, groups=1, *, rank=None, dtype=np.float32):
     """The shape :func:`conv` would return, with every argument check of :func:`conv`.
@@ -206,7 +215,7 @@ def conv_output_shape(input_shape, weight_shape, bias_shape=None, stride=1, padd
     spatial rank as conv1d/2d/3d do (and names them in messages); ``dtype`` is that of the
     arrays to come.
     """
-    op = "conv" if rank is None else f"conv{rank}d"
+    op = "conv" if _shape_rank("conv_output_shape", rank) is None else f"conv{rank}d"
     return _Problem(op, _stand_in(op, "input_shape", input_shape, dtype),
                     _stand_in(op, "weight_shape", weight_shape, dtype),
                     _stand_in(op, "bias_shape", bias_shape, dtype), stride, padding, dilation,
@@ -217,7 +226,8 @@ def conv_transpose_output_shape(input_shape, weight_shape, bias_shape=None, stri
                                 padding=0, output_padding=0, groups=1, dilation=1, *,
                                 rank=None, dtype=np.float32):
     """The shape :func:`conv_transpose` would return, with all of its argument checks."""
-    op = "conv_transpose" if rank is None else f"conv_transpose{rank}d"
+    op = ("conv_transpose" if _shape_rank("conv_transpose_output_shape", rank) is None
+          else f"conv_transpose{rank}d")
     return _Problem(op, _stand_in(op, "input_shape", input_shape, dtype),
                     _stand_in(op, "weight_shape", weight_shape, dtype),
                     _stand_in(op, "bias_shape", bias_shape, dtype), stride, padding, dilation,

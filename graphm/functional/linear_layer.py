@@ -31,9 +31,10 @@ def _linear_shape(input_shape, weight_shape, bias_shape):
 
 def _linear_arguments(fname, input, weight, bias, grad_output=None):
     """Check linear's arrays; return them with the bias as (out_features,) or None."""
+    required = ("input", "weight") + (("grad_output",) if fname == "linear_backward" else ())
     for name, value in (("input", input), ("weight", weight), ("bias", bias),
                         ("grad_output", grad_output)):
-        if value is not None:
+        if value is not None or name in required:
             check_float_array(fname, name, value)
     check_same_dtype(fname, input=input, weight=weight, bias=bias, grad_output=grad_output)
     out_shape = _linear_shape(input.shape, weight.shape, None if bias is None else bias.shape)

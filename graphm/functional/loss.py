@@ -3,12 +3,13 @@
 ``class_targets`` and ``reduce_rows`` are shared with the derivative rules in :mod:`graphm.ops`:
 the target distribution and the reduction of the classification losses exist once.
 """
+import numbers
 import warnings
 
 import numpy as np
 
-from graphm.functional._checks import (check_float_array, check_same_dtype, check_size,
-                                       legacy_reduction)
+from graphm.functional._checks import (ArgumentRangeError, check_float_array, check_real,
+                                       check_same_dtype, check_size, legacy_reduction)
 from graphm.functional._dispatch import tensor_aware
 from graphm.functional.activation import _c_order, log_softmax
 
@@ -35,6 +36,9 @@ def _class_scores(fname, input, target):
         raise ValueError(f"{fname}(): for input of shape {input.shape} (class axis 1, or 0 when "
                          f"1-D) the target must have shape {expected}, got {target.shape}")
     num_classes = input.shape[1] if input.ndim >= 2 else input.shape[0]
+    if num_classes == 0:
+        raise ValueError(f"{fname}(): input of shape {input.shape} has no class (its class axis, "
+                         f"{1 if input.ndim >= 2 else 0}, has size 0)")
     scores = np.moveaxis(input, 1, -1) if input.ndim >= 2 else input
     return scores.reshape(-1, num_classes), target.reshape(-1).astype(np.int64)
 
@@ -66,12 +70,17 @@ def class_targets(fname, input, target, weight, ignore_index, label_smoothing=0.
             raise ValueError(f"{fname}(): weight must have shape ({num_classes},) (one per "
                              f"class), got {weight.shape}")
         class_weight = weight
+    label_smoothing = check_real(fname, "label_smoothing", label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fname}(): label_smoothing must be in [0, 1], got {label_smoothing}")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"{fname}(): ignore_index must be an int, got {ignore_index!r}")
+    if not -2 ** 63 <= ignore_index < 2 ** 63:    # a label is an int64, as in PyTorch
+        raise ValueError(f"{fname}(): ignore_index={ignore_index} does not fit in an int64")
     kept = labels != ignore_index
     bad = kept & ((labels < 0) | (labels >= num_classes))
     if bad.any():
-        raise IndexError(f"{fname}(): target {labels[bad][0]} is out of bounds for "
+        raise ArgumentRangeError(f"{fname}(): target {labels[bad][0]} is out of bounds for "
                          f"{num_classes} classes (valid: 0..{num_classes - 1}, or "
                          f"ignore_index={ignore_index})")
     safe_labels = np.where(kept, labels, 0)

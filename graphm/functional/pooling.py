@@ -19,7 +19,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from graphm.functional._checks import check_float_array, int_tuple
+from graphm.functional._checks import LARGEST_PARAMETER, check_bool, check_float_array, int_tuple
 from graphm.functional._dispatch import tensor_aware
 
 __all__ = ['max_pool1d', 'max_pool2d', 'max_pool3d', 'avg_pool1d', 'avg_pool2d', 'avg_pool3d', 'PoolGeometry', 'pool_geometry', 'max_pool_with_indices', 'max_pool_backward', 'max_pool_gather', 'avg_pool_geometry', 'avg_pool', 'avg_pool_backward', 'avg_pool_divisor']
@@ -53,6 +53,7 @@ def pool_geometry(fname, input_shape, dims, kernel_size, stride=None, padding=0,
     bad call is reported the same way in every mode.
     """
     input_shape = tuple(input_shape)
+    ceil_mode = check_bool(fname, "ceil_mode", ceil_mode)
     if len(input_shape) not in (dims + 1, dims + 2):
         layout = ", ".join("DHW"[3 - dims:])
         raise ValueError(f"{fname}(): expected a {dims + 1}-D (C, {layout}) or {dims + 2}-D "
@@ -318,9 +319,10 @@ def avg_pool_geometry(fname, input_shape, dims, kernel_size, stride, padding, ce
     """``pool_geometry`` for average pooling (no dilation) plus the check on divisor_override."""
     if divisor_override is not None and (isinstance(divisor_override, (bool, np.bool_)) or
                                          not isinstance(divisor_override, numbers.Integral) or
-                                         divisor_override == 0):
-        raise ValueError(f"{fname}(): divisor_override must be a non-zero int or None, got "
-                         f"{divisor_override!r}")
+                                         divisor_override == 0
+                                         or abs(divisor_override) > LARGEST_PARAMETER):
+        raise ValueError(f"{fname}(): divisor_override must be a non-zero int of magnitude at "
+                         f"most 2**31 - 1, or None, got {divisor_override!r}")
     return pool_geometry(fname, input_shape, dims, kernel_size, stride, padding, 1, ceil_mode)
 
 
@@ -328,6 +330,7 @@ def avg_pool(fname, input, dims, kernel_size, stride=None, padding=0, ceil_mode=
              count_include_pad=True, divisor_override=None):
     """Average pooling of any rank ``dims``: window sums divided by ``avg_pool_divisor``."""
     check_float_array(fname, "input", input)
+    check_bool(fname, "count_include_pad", count_include_pad)
     geometry = avg_pool_geometry(fname, input.shape, dims, kernel_size, stride, padding,
                                  ceil_mode, divisor_override)
     if input.size == 0:      # an empty batch: no window, and nothing of the output's size built
@@ -404,6 +407,7 @@ _AVG_POOL_DOC = r"""{dims}-D average pooling, as PyTorch's ``avg_pool{dims}d``.
 @tensor_aware
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
+    check_bool("max_pool1d", "return_indices", return_indices)
     out, indices, _ = max_pool_with_indices("max_pool1d", input, 1, kernel_size, stride,
                                             padding, dilation, ceil_mode)
     return (out, indices) if return_indices else out
@@ -412,6 +416,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 @tensor_aware
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
+    check_bool("max_pool2d", "return_indices", return_indices)
     out, indices, _ = max_pool_with_indices("max_pool2d", input, 2, kernel_size, stride,
                                             padding, dilation, ceil_mode)
     return (out, indices) if return_indices else out
@@ -420,6 +425,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 @tensor_aware
 def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
+    check_bool("max_pool3d", "return_indices", return_indices)
     out, indices, _ = max_pool_with_indices("max_pool3d", input, 3, kernel_size, stride,
                                             padding, dilation, ceil_mode)
     return (out, indices) if return_indices else out

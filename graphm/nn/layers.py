@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from graphm import functional as F
-from graphm.functional._checks import LARGEST_PARAMETER, axis_entries, check_size
+from graphm.functional._checks import LARGEST_PARAMETER, axis_entries, check_bool, check_size
 from graphm.nn import init
 from graphm.nn.module import Module, Parameter, _check_device, _dtype
 
@@ -72,7 +72,7 @@ class _ConvNd(Module):
         for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
             if channels % groups:
                 raise ValueError(f"{layer}: {name}={channels} must be divisible by groups={groups}")
-        if padding_mode != "zeros":
+        if not isinstance(padding_mode, str) or padding_mode != "zeros":
             raise ValueError(f"{layer}: graphm supports padding_mode='zeros' only, got "
                              f"{padding_mode!r}")
         d = self.dims
@@ -102,7 +102,7 @@ class _ConvNd(Module):
                    f"in_channels={in_channels}, out_channels={out_channels}, groups={groups}, "
                    f"kernel_size={kernel_size}")
         self.weight = Parameter(np.empty(weight_shape, dtype))
-        if bias:
+        if check_bool(layer, "bias", bias):
             self.bias = Parameter(np.empty(out_channels, dtype))
         else:
             self.register_parameter("bias", None)
@@ -248,7 +248,7 @@ class Linear(Module):
         check_size("Linear", "weight", (self.out_features, self.in_features),
                    f"in_features={self.in_features}, out_features={self.out_features}")
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype))
-        if bias:
+        if check_bool("Linear", "bias", bias):
             self.bias = Parameter(np.empty(self.out_features, dtype))
         else:
             self.register_parameter("bias", None)
@@ -288,7 +288,7 @@ class ReLU(_Stateless):
 
     def __init__(self, inplace=False):
         super().__init__()
-        object.__setattr__(self, "inplace", bool(inplace))
+        object.__setattr__(self, "inplace", check_bool("ReLU", "inplace", inplace))
 
     def forward(self, input):
         return F.relu(input)
@@ -318,6 +318,9 @@ class Flatten(_Stateless):
     """Merge axes ``start_dim..end_dim`` into one; the default keeps the batch axis."""
 
     def __init__(self, start_dim=1, end_dim=-1):
+        for name, dim in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
+                raise TypeError(f"Flatten: {name} must be an int, got {dim!r}")
         super().__init__(start_dim=int(start_dim), end_dim=int(end_dim))
 
     def forward(self, input):
@@ -340,7 +343,8 @@ class _MaxPool(_Stateless):
         # PyTorch stores stride=None as the kernel size (non-overlapping windows); so do we
         super().__init__(kernel_size=kernel_size,
                          stride=kernel_size if stride is None else stride, padding=padding,
-                         dilation=dilation, ceil_mode=bool(ceil_mode))
+                         dilation=dilation,
+                         ceil_mode=check_bool(type(self).__name__, "ceil_mode", ceil_mode))
 
     def forward(self, input):
         return type(self)._function(input, self.kernel_size, self.stride, self.padding,
@@ -375,7 +379,9 @@ class _AvgPool(_Stateless):
             kernel_size, stride, padding = (tuple(v) if isinstance(v, (tuple, list)) else (v,)
                                             for v in (kernel_size, stride, padding))
         config = dict(kernel_size=kernel_size, stride=stride, padding=padding,
-                      ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
+                      ceil_mode=check_bool(type(self).__name__, "ceil_mode", ceil_mode),
+                      count_include_pad=check_bool(type(self).__name__, "count_include_pad",
+                                                   count_include_pad))
         if self.dims != 1:   # PyTorch's AvgPool1d has no divisor_override
             config["divisor_override"] = divisor_override
         elif divisor_override is not None:

@@ -45,7 +45,10 @@ class Parameter(Tensor):
 
 def _dtype(fname, dtype):
     """float32 unless told otherwise (PyTorch's default dtype); only float32/float64."""
-    dtype = np.dtype(np.float32 if dtype is None else dtype)
+    try:
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+    except TypeError:
+        raise TypeError(f"{fname}: dtype must be float32 or float64, got {dtype!r}") from None
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"{fname}: dtype must be float32 or float64, got {dtype}")
     return dtype
