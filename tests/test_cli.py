@@ -543,3 +543,18 @@ def test_epoch_record_seconds_are_the_epochs_own(tmp_path):
         now = time.perf_counter()
         assert 0 < record["seconds"] <= now - last
         last = now
+
+
+def test_models_and_training_live_in_the_library():
+    """cli.py only parses and reports (issue 11, section 4): the networks are in
+    graphm.nn.models, the loop in graphm.train, and nothing imports them from the command."""
+    import pathlib
+    import re
+    assert not any(hasattr(cli, name) for name in ("make_cnn", "make_autoencoder", "Runner"))
+    root = pathlib.Path(__file__).resolve().parent.parent
+    pattern = re.compile(r"from graphm\.cli import|from graphm import cli\b|graphm\.cli\.\w")
+    offenders = [str(path.relative_to(root)) for folder in ("tutorials", "benchmarks", "tests",
+                                                            "examples")
+                 for path in sorted((root / folder).rglob("*.py"))
+                 if path.name != "test_cli.py" and pattern.search(path.read_text())]
+    assert offenders == []

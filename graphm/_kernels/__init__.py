@@ -8,15 +8,17 @@ Two things are settled first, because afterwards it is too late:
   while (GCC's libgomp about 300,000 times, a few milliseconds) before they sleep. On a machine
   where another program keeps a core busy, the spinning threads take the cores from that
   program and from the thread that still has work to do, and a training step of many small
-  kernels becomes 2 to 3 times slower (``benchmarks/bench_busy.py``). Threads that sleep at
-  once (``OMP_WAIT_POLICY=PASSIVE``) leave the core to whoever needs it, but each wake-up costs
-  microseconds, which on an idle machine made that step about 15% slower. So graphm's default
-  is :data:`DEFAULT_WAIT_POLICY`: passive, after a spin of 1,000 turns (about 10 microseconds,
-  long enough for the threads of one loop to meet at its end; libgomp's ``GOMP_SPINCOUNT``,
-  which LLVM's runtime ignores: it sleeps at once). The runtime reads these variables once,
-  when it is loaded, so they are set here, just before the extensions load it, and only if the
-  user chose no policy of their own: any of :data:`WAIT_POLICY_VARIABLES` set (even to an empty
-  string) leaves all of them alone. They are removed from the environment again once the
+  kernels became about 3 times slower than on an idle machine (``benchmarks/bench_busy.py``).
+  Threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``) leave the core to whoever needs it,
+  and the busy step was twice as fast, but each wake-up costs microseconds, which made the
+  step about 20% slower on an idle machine. So graphm's default is :data:`DEFAULT_WAIT_POLICY`:
+  passive, after a spin of 1,000 turns (about 10 microseconds, long enough for the threads of
+  one loop to meet at its end; in the benchmark 5-25% slower than spinning when idle, still
+  about twice as fast when busy). ``GOMP_SPINCOUNT`` is libgomp's; LLVM's runtime ignores it
+  and sleeps at once. The runtime reads these variables once, when it is loaded, so they are
+  set here, just before the extensions load it, and only if the user chose no policy of their
+  own: any of :data:`WAIT_POLICY_VARIABLES` set (even to an empty string) leaves all of them
+  alone. They are removed from the environment again once the
   runtime has read them, so that child processes and other runtimes see the user's environment
   unchanged. If another library (PyTorch, for one) loaded the same runtime before ``import
   graphm``, it has already read its settings and graphm cannot change them: :data:`wait_policy`
