@@ -24,8 +24,8 @@ def python(code, cwd=None, **environment):
     if cwd is None:
         env["PYTHONPATH"] = ROOT
     env.update(environment)
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], check=False, cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 # -- a source tree without a build -----------------------------------------------------------
@@ -132,8 +132,8 @@ def test_a_policy_the_user_set_is_respected(name, value, spin):
 
 
 def test_info_shows_the_wait_policy():
-    result = subprocess.run([sys.executable, "-m", "graphm", "info"], capture_output=True,
-                            text=True, timeout=120, cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "graphm", "info"], check=False,
+                            capture_output=True, text=True, timeout=120, cwd=ROOT,
                             env={k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES})
     expected = ("OpenMP: on; waiting threads: OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=1000 "
                 "(graphm's default)" if graphm.openmp_enabled() else "OpenMP: off")
