@@ -160,7 +160,9 @@ def info(args):
     torch_spec = importlib.util.find_spec("torch")
     print(f"graphm {graphm.__version__} ({os.path.dirname(graphm.__file__)})")
     print(f"python {platform.python_version()} on {platform.platform()}")
-    print(f"OpenMP: {'on' if graphm.openmp_enabled() else 'off (serial build)'}")
+    from graphm import _kernels
+    print(f"OpenMP: {'on' if graphm.openmp_enabled() else 'off (serial build)'}"
+          + (f"; waiting threads: {_kernels.wait_policy}" if graphm.openmp_enabled() else ""))
     print(f"threads: {graphm.get_num_threads()} (CPUs usable: {cpus}; set with "
           "graphm.set_num_threads or OMP_NUM_THREADS)")
     print(f"numpy {np.__version__}, BLAS: {_blas_description()}")
@@ -183,8 +185,10 @@ def info(args):
             last = {key: values[-1] for key, values in state["history"].items()
                     if isinstance(values, list) and values
                     and isinstance(values[-1], (int, float))}
-            print(f"  trained epochs: {state.get('epoch')}; last test metrics: " +
-                  ", ".join(f"{k[5:]}={v:.4f}" for k, v in last.items() if k.startswith("test_")))
+            metrics = ", ".join(f"{k[5:]}={v:.4f}" for k, v in last.items()
+                                if k.startswith("test_"))
+            print(f"  trained epochs: {state.get('epoch')}"
+                  + (f"; last test metrics: {metrics}" if metrics else ""))
     return 0
 
 
@@ -300,7 +304,7 @@ def fraction(text):
 
 def folder(text):
     if not text.strip():
-        raise argparse.ArgumentTypeError("expected a folder name, got an empty string")
+        raise argparse.ArgumentTypeError(f"expected a folder name, got {text!r}")
     return text
 
 

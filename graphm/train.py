@@ -112,6 +112,31 @@ def _check_config(config, path):
         raise bad(f"data is {config['data']!r}")
 
 
+def _history_keys(kind):
+    """The history of a run: loss and accuracy (CNN) or MSE (autoencoder), train and test."""
+    names = ("loss", "accuracy") if kind == "cnn" else ("loss", "mse")
+    return [f"{split}_{name}" for split in ("train", "test") for name in names]
+
+
+def _check_history(history, kind, epoch, path):
+    """Raise TrainingError unless ``history`` has one number per finished epoch for each key."""
+    expected = _history_keys(kind)
+    problem = None
+    if sorted(history) != sorted(expected):
+        problem = f"it has {', '.join(sorted(map(str, history))) or 'no keys'}, not " \
+                  f"{', '.join(expected)}"
+    else:
+        for key in expected:
+            values = history[key]
+            if not isinstance(values, list) or len(values) != epoch or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                problem = f"{key} is not a list of {_plural(epoch, 'number')}, one per epoch"
+                break
+    if problem is not None:
+        raise TrainingError(f"--resume {path}: the checkpoint's training history is damaged "
+                            f"({problem}); it cannot be resumed")
+
+
 def resume_config(given, state, path):
     """The config of the run saved in ``state``; settings given again must agree with it.
 
@@ -135,18 +160,18 @@ def resume_config(given, state, path):
         The checkpoint was not written by ``graphm train``, is damaged, or a given setting
         differs from the checkpoint's.
     """
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+    if not isinstance(state, dict) or "config" not in state:
         raise TrainingError(f"{path} is a graphm checkpoint but not one written by "
                             "`graphm train` (it has no training configuration)")
     _check_config(state["config"], path)
     for key, kind in (("model", dict), ("optimizer", dict), ("scheduler", dict),
                       ("history", dict), ("epoch", int), ("step", int)):
-        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) \
+                or kind is int and value < 0:
             raise TrainingError(f"--resume {path}: the checkpoint's {key!r} is missing or "
                                 f"damaged; it cannot be resumed")
-    if not all(isinstance(values, list) for values in state["history"].values()):
-        raise TrainingError(f"--resume {path}: the checkpoint's training history is damaged; "
-                            "it cannot be resumed")
+    _check_history(state["history"], state["config"]["model"], state["epoch"], path)
     config = dict(state["config"])
     for key, value in given.items():
         if key != "epochs" and value is not None and value != config.get(key):
@@ -371,8 +396,7 @@ class Training:
                                       batch_size=config["batch_size"], shuffle=True,
                                       seed=config["seed"])
         # the autoencoder's loss is its MSE; both names are kept (checkpoints have both)
-        names = ("loss", "accuracy") if kind == "cnn" else ("loss", "mse")
-        self.history = {f"{split}_{name}": [] for split in ("train", "test") for name in names}
+        self.history = {key: [] for key in _history_keys(kind)}
         self.start_epoch = self.step = 0
         self.saved_epoch = self.saved_path = None
         if state is not None:
@@ -382,7 +406,14 @@ class Training:
 
     def _restore(self, state, path):
         import graphm
-        graphm.load(path, architecture=self.model)      # the same network, or a clear error
+        from graphm.checkpoint import CheckpointError
+        try:
+            graphm.load(path, architecture=self.model)      # the same network
+        except CheckpointError:
+            raise TrainingError(
+                f"--resume {path}: the checkpoint's network is not the {self.kind} this run "
+                f"builds for inputs of shape {tuple(self.x_train.shape[1:])} (its stored "
+                "architecture differs; `graphm info` shows it); it cannot be resumed") from None
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -429,7 +460,6 @@ class Training:
             that could not be written (a full disk, say); the message names the last complete
             checkpoint, which :func:`graphm.save`'s atomic write leaves intact.
         """
-        import graphm
         progress = progress or _NoProgress
         config, kind, epochs = self.config, self.kind, self.config["epochs"]
         for epoch in range(self.start_epoch, epochs):

@@ -413,3 +413,69 @@ def test_compile_a_model_that_uses_one_layer_twice():
     np.testing.assert_array_equal(np.asarray(getattr(compiled(graphm.tensor(x)), "data",
                                                      compiled(graphm.tensor(x)))), eager)
     assert [name for name, _ in model.named_modules()] == ["", "0", "1"]
+
+
+# -- Module.to / cpu / float / double, as PyTorch (issue 11, section 4) ---------------------------
+
+def module_to_cases():
+    """Ways PyTorch code calls ``Module.to``, with the dtype each leaves the parameters in
+    (None: unchanged, float32)."""
+    cases = [
+        ((np.float64,), {}, np.float64), (("float64",), {}, np.float64),
+        ((float,), {}, np.float64), ((np.dtype(np.float32),), {}, np.float32),
+        (("cpu",), {}, None), (("cpu:0",), {}, None),
+        (("cpu", np.float64), {}, np.float64), ((), {"dtype": "float64"}, np.float64),
+        ((), {"device": "cpu", "dtype": np.float64, "non_blocking": True}, np.float64),
+        ((graphm.tensor(np.zeros(2)),), {}, np.float64),             # to(tensor): its dtype
+    ]
+    try:
+        import torch
+    except ImportError:
+        return cases
+    return cases + [((torch.float64,), {}, np.float64),
+                    ((torch.device("cpu"),), {}, None),
+                    ((torch.device("cpu"), torch.float64), {}, np.float64)]
+
+
+@pytest.mark.parametrize("args, kwargs, dtype", module_to_cases())
+def test_module_to_as_pytorch(args, kwargs, dtype):
+    model = TwoStage()
+    optimizer = graphm.optim.SGD(model.parameters(), lr=0.1)
+    model(graphm.tensor(np.ones((2, 1, 8, 8), np.float32))).sum().backward()
+    before = [p.data.copy() for p in model.parameters()]
+    identities = [id(p) for p in model.parameters()]
+    assert model.to(*args, **kwargs) is model
+    expected = np.dtype(dtype or np.float32)
+    for parameter, values in zip(model.parameters(), before):
+        assert parameter.dtype == expected and parameter.grad.dtype == expected
+        np.testing.assert_array_equal(parameter.data, values.astype(expected))
+    assert [id(p) for p in model.parameters()] == identities     # the optimizer's still
+    optimizer.step()                                              # updates them, in place
+    assert model(graphm.tensor(np.ones((2, 1, 8, 8), expected))).dtype == expected
+
+
+def test_module_cpu_float_double():
+    model = TwoStage()
+    assert model.cpu() is model
+    assert model.double() is model and all(p.dtype == np.float64 for p in model.parameters())
+    assert model.float() is model and all(p.dtype == np.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m: m.to("cuda"), ValueError, "graphm runs on the CPU only, got device='cuda'"),
+    (lambda m: m.to("cuda:0", np.float64), ValueError, "CPU only, got device='cuda:0'"),
+    (lambda m: m.to(device="mps"), ValueError, "CPU only, got device='mps'"),
+    (lambda m: m.to(0), ValueError, "CPU only, got device=0"),
+    (lambda m: m.cuda(), ValueError, "TwoStage.cuda: graphm runs on the CPU only"),
+    (lambda m: m.to(np.int32), TypeError, "TwoStage.to: dtype must be float32 or float64, "
+                                          "got int32"),
+    (lambda m: m.to("float16"), TypeError, "dtype must be float32 or float64, got float16"),
+    (lambda m: m.to(np.float64, memory_format=1), TypeError, "keywords device, dtype, "
+                                                             "non_blocking"),
+    (lambda m: m.to("cpu", np.float64, False), TypeError, "got 3 positional arguments"),
+])
+def test_module_to_errors(call, error, message):
+    model = TwoStage()
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(model)
+    assert all(p.dtype == np.float32 for p in model.parameters())     # nothing changed

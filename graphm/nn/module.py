@@ -60,6 +60,19 @@ def _check_device(fname, device):
                          "elsewhere, move the model to PyTorch with graphm.interop.to_torch)")
 
 
+def _as_dtype(value):
+    """``value`` as a NumPy dtype if it names one (``np.float64``, ``"float64"``, ``float``,
+    ``torch.float64``), else None (it may be a device)."""
+    if value is None:
+        return None
+    if type(value).__module__ == "torch":       # torch.float64 -> "float64", without torch
+        value = str(value).removeprefix("torch.")
+    try:
+        return np.dtype(value)
+    except TypeError:
+        return None
+
+
 def _values(value):
     """The NumPy array of a state-dict entry (an array, or a Tensor whose values are ``.data``)."""
     return value.data if isinstance(value, Tensor) else np.asarray(value)
@@ -202,18 +215,69 @@ class Module:
         for parameter in self.parameters():
             parameter.zero_grad(set_to_none)
 
-    def to(self, dtype):
-        """Convert every parameter to ``dtype`` (float32 or float64) in place; returns self."""
-        dtype = _dtype(f"{type(self).__name__}.to", dtype)
+    def to(self, *args, **kwargs):
+        """Convert every parameter (and its gradient) to a dtype, in place, as PyTorch's
+        ``Module.to``; returns self.
+
+        Called as ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(tensor)`` (that
+        tensor's dtype) or with the keywords ``device=``, ``dtype=`` and ``non_blocking=``
+        (accepted and ignored: graphm copies at once). A dtype is float32 or float64, as a
+        NumPy dtype, its name, or a ``torch.float32``/``torch.float64``; a device is ``"cpu"``
+        (``"cpu:0"``, ``torch.device("cpu")``), since graphm runs on the CPU only. The
+        Parameters stay the same objects, so an optimizer built before still updates them.
+
+        Raises
+        ------
+        ValueError
+            A device other than the CPU.
+        TypeError
+            A dtype other than float32 and float64, or arguments ``Module.to`` does not take.
+        """
+        fname = f"{type(self).__name__}.to"
+        unknown = sorted(set(kwargs) - {"device", "dtype", "non_blocking"})
+        if unknown or len(args) > 2:
+            raise TypeError(f"{fname}: takes (device, dtype), (dtype) or (tensor) and the "
+                            f"keywords device, dtype, non_blocking; got {len(args)} positional "
+                            f"arguments{' and ' + ', '.join(unknown) if unknown else ''}")
+        device, dtype = kwargs.get("device"), kwargs.get("dtype")
+        for argument in args:
+            if isinstance(argument, Tensor):
+                dtype = argument.dtype
+            elif _as_dtype(argument) is not None:
+                dtype = argument
+            else:
+                device = argument
+        if device is not None:
+            kind = getattr(device, "type", device)      # torch.device("cpu").type == "cpu"
+            if not (isinstance(kind, str) and kind.split(":")[0] == "cpu"):
+                raise ValueError(f"{fname}: graphm runs on the CPU only, got device={device!r} "
+                                 "(to train elsewhere, move the model to PyTorch with "
+                                 "graphm.interop.to_torch)")
+        if dtype is None:
+            return self
+        as_numpy = _as_dtype(dtype)
+        dtype = _dtype(fname, dtype if as_numpy is None else as_numpy)
         for parameter in self.parameters():
-            parameter.data = parameter.data.astype(dtype)
-            parameter.grad = None
+            parameter.data = parameter.data.astype(dtype, copy=False)
+            if parameter.grad is not None:
+                parameter.grad = parameter.grad.astype(dtype, copy=False)
         return self
 
+    def cpu(self):
+        """The module itself: graphm runs on the CPU (``Module.cpu`` in PyTorch)."""
+        return self
+
+    def cuda(self, device=None):
+        """Always an error: graphm runs on the CPU only."""
+        raise ValueError(f"{type(self).__name__}.cuda: graphm runs on the CPU only (to train "
+                         "on a GPU, move the model to PyTorch with graphm.interop.to_torch)")
+
     def float(self):
+        """Convert the parameters to float32 in place; returns self."""
         return self.to(np.float32)
 
     def double(self):
+        """Convert the parameters to float64 in place; returns self."""
         return self.to(np.float64)
 
     # -- state ------------------------------------------------------------------------------------
