@@ -13,8 +13,13 @@ derivatives follow from that picture:
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from graphm.functional import pooling as Fpool
 from graphm.ops.base import Op, call, register
+from graphm.ops.interval import affine_interval, monotone_interval
 
 __all__ = ["max_pool", "avg_pool", "max_pool_scatter", "max_pool_gather", "avg_pool_transpose"]
 
@@ -59,6 +64,10 @@ class MaxPool(Op):
                                                   ceil_mode)
         return y, Fpool.max_pool_gather(tangents[0], winners, dims)
 
+    def interval(self, x, dims, **attrs):
+        """``[maxpool(l), maxpool(u)]``: a maximum is increasing in every entry and exact."""
+        return monotone_interval(lambda v: self.forward(v, dims, **attrs)[0], x)
+
 
 max_pool = register(MaxPool())
 
@@ -102,6 +111,18 @@ class AvgPool(Op):
         y, _ = self.forward(primals[0], dims, **attrs)
         dy, _ = self.forward(tangents[0], dims, **attrs)
         return y, dy
+
+    def interval(self, x, dims, **attrs):
+        r"""A linear map with weights :math:`1/D`: centre–radius form (the radius pooled with
+        the weights' absolute values, which share one sign), with the rounding of a window sum
+        and its division (graphm.ops.interval.affine_interval)."""
+        def pool(v):
+            return self.forward(v, dims, **attrs)[0]
+        kernel = Fpool.avg_pool_geometry(f"avg_pool{dims}d", x.lower.shape, dims,
+                                         attrs["kernel_size"], attrs.get("stride"),
+                                         attrs.get("padding", 0), attrs.get("ceil_mode", False),
+                                         attrs.get("divisor_override")).kernel_size
+        return affine_interval(x, pool, lambda v, _: np.abs(pool(v)), terms=math.prod(kernel))
 
 
 avg_pool = register(AvgPool())
