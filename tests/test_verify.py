@@ -489,3 +489,61 @@ def test_a_program_needs_its_params():
     # the range is [0, 3]; outward rounding widens it by a few ulps of 3
     assert np.all(bounds.lower <= 0) and np.all(bounds.lower > -1e-13)
     assert np.all(bounds.upper >= 3) and np.all(bounds.upper < 3 + 1e-13)
+
+
+# ------------------------------------------------------------------------------------------------
+# graphm certify
+# ------------------------------------------------------------------------------------------------
+
+def _checkpoint(tmp_path, model="cnn"):
+    from graphm import train as training
+    from graphm.nn.models import make_autoencoder, make_cnn
+    config = training.resolve_config({"model": model, "epochs": 1})
+    graphm.manual_seed(0)
+    network = make_cnn((1, 8, 8)) if model == "cnn" else make_autoencoder((1, 8, 8))
+    state = {"config": config, "model": network.state_dict(), "history": {}, "epoch": 1,
+             "normalization": {"mean": np.array([0.3], np.float32),
+                               "std": np.array([0.4], np.float32)} if model == "cnn" else None}
+    path = tmp_path / "checkpoint.npz"
+    graphm.save(state, path, architecture=network.architecture())
+    return path, network
+
+
+def test_graphm_certify_prints_certified_accuracy_per_eps_and_writes_a_figure(tmp_path, capsys):
+    from graphm.cli import main
+    path, network = _checkpoint(tmp_path)
+    status = main(["certify", "--checkpoint", str(path), "--eps", "0", "0.01", "--limit", "12",
+                   "--quiet", "--out", str(tmp_path / "figures")])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    lines = [line for line in out.splitlines() if line.startswith("eps ")]
+    assert [line.split(":")[0] for line in lines] == ["eps 0", "eps 0.01"]
+    clean = float(out.split("clean accuracy: ")[1].split("%")[0])
+    at_zero = float(lines[0].split("certified accuracy ")[1].split("%")[0])
+    at_eps = float(lines[1].split("certified accuracy ")[1].split("%")[0])
+    assert at_zero == clean and at_eps <= at_zero        # eps 0 certifies the correct ones
+    assert (tmp_path / "figures" / "certified_accuracy.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("arguments, message, status", [
+    (["--eps", "-0.1"], "graphm certify: error: --eps -0.1: expected numbers >= 0", 2),
+    (["--eps", "nan"], "graphm certify: error: --eps nan", 2),
+])
+def test_graphm_certify_reports_bad_arguments_on_one_line(tmp_path, capsys, arguments, message,
+                                                          status):
+    from graphm.cli import main
+    path, _ = _checkpoint(tmp_path)
+    assert main(["certify", "--checkpoint", str(path)] + arguments) == status
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_graphm_certify_refuses_an_autoencoder_and_a_missing_file(tmp_path, capsys):
+    from graphm.cli import main
+    path, _ = _checkpoint(tmp_path, "autoencoder")
+    assert main(["certify", "--checkpoint", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "holds an autoencoder, and only a classifier can be certified" in err
+    assert main(["certify", "--checkpoint", str(tmp_path / "none.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("graphm certify: error: ") and err.count("\n") == 1

@@ -19,18 +19,10 @@ its label on an L∞ ball::
     result = certify(model, x, labels, eps=0.01)          # result.certified, result.margins
 """
 from graphm.ops.interval import Bounds, NoIntervalRule
-from graphm.verify.certify import Certificate, certify, certify_box, margin_spec
+from graphm.verify.certify import (Certificate, certify, certify_box, margin_spec,
+                                   plot_certified_accuracy)
 from graphm.verify.crown import crown, linear_bounds
 from graphm.verify.ibp import ibp
 
-__all__ = [
-           "Bounds",
-           "Certificate",
-           "NoIntervalRule",
-           "certify",
-           "certify_box",
-           "crown",
-           "ibp",
-           "linear_bounds",
-           "margin_spec",
-]
+__all__ = ["Bounds", "NoIntervalRule", "ibp", "crown", "linear_bounds", "certify",
+           "certify_box", "Certificate", "margin_spec", "plot_certified_accuracy"]

@@ -18,7 +18,7 @@ from graphm.verify._program import as_graph, check_box
 from graphm.verify.crown import _linear_bounds
 from graphm.verify.ibp import interval_values
 
-__all__ = ["Certificate", "certify", "certify_box", "margin_spec"]
+__all__ = ["Certificate", "certify", "certify_box", "margin_spec", "plot_certified_accuracy"]
 
 METHODS = ("crown", "crown-ibp", "ibp")
 
@@ -172,3 +172,47 @@ def certify(model, x, labels, eps, method="crown", *, domain=None, params=None):
             raise ValueError(f"certify: x lies outside the domain {domain!r} (from {x.min()} "
                              f"to {x.max()})")
     return certify_box(model, lower, upper, labels, method, params=params)
+
+
+def plot_certified_accuracy(eps, accuracies, path=None, *, clean=None, labels=None, ax=None):
+    """Certified accuracy against eps (one curve per method), saved to ``path`` if given.
+
+    Parameters
+    ----------
+    eps : sequence of float
+    accuracies : sequence of float, or dict name -> sequence of float
+        Fractions in [0, 1], one per eps (per method).
+    path : str, optional
+        A PNG to write.
+    clean : float, optional
+        The clean (eps = 0) accuracy, drawn as a dashed line.
+    ax : matplotlib Axes, optional
+        Draw into it instead of a new figure.
+
+    Returns
+    -------
+    The Axes, or ``path`` when the figure was written.
+    """
+    import matplotlib
+    if ax is None and path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    curves = accuracies if isinstance(accuracies, dict) else {"certified": accuracies}
+    figure = None
+    if ax is None:
+        figure, ax = plt.subplots(figsize=(5, 3.5))
+    for name, values in curves.items():
+        ax.plot(list(eps), [100 * v for v in values], marker="o", label=name)
+    if clean is not None:
+        ax.axhline(100 * clean, color="gray", linestyle="--", label="clean accuracy")
+    ax.set_xlabel("eps (L∞ radius, pixel scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if figure is not None and path is not None:
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        return path
+    return ax
