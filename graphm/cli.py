@@ -392,7 +392,7 @@ def build_parser():
         prog="graphm", description="graphm: train and inspect small convolutional networks.",
         epilog="Exit status: 0 done, 1 failed at run time, 2 bad arguments, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"graphm {graphm.__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{train,info,certify,bench}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,info,bench}")
     commands.required = True
 
     t = commands.add_parser("train", help="train a CNN (or an autoencoder) and write plots",
