@@ -69,7 +69,8 @@ from graphm.ops.interval import (
     unit_roundoff,
 )
 from graphm.verify._program import as_graph, check_box
-from graphm.verify._sums import add_down, sum_lower, sum_upper, to_dtype_down
+from graphm.verify._sums import (add_down, nonnegative_dot_upper, sum_lower, sum_upper,
+                                 to_dtype_down, to_dtype_up)
 from graphm.verify.ibp import interval_values
 
 __all__ = ["crown", "linear_bounds"]
@@ -213,9 +214,12 @@ class _Crown:
     def rounding_charge(self, computed, index, owners):
         r"""Upper bound on :math:`\sum |\text{exact} - \text{computed}|\, m` for coefficients
         produced by one rounded operation each (:math:`\le 2u|\text{computed}|` + underflow)."""
-        m = self.magnitude(index)[owners].astype(np.float64)
-        error = (2 * self.u) * np.abs(computed.astype(np.float64)) + 2 * self.tiny
-        return sum_upper(error * m, roundings=3)
+        m = self.magnitude(index)
+        key = ("magnitude sum", index)
+        if key not in self._cache:
+            self._cache[key] = m.reshape(len(m), -1).sum(axis=1, dtype=np.float64) * (1 + 1e-9)
+        scaled = nonnegative_dot_upper(np.abs(computed), m[owners])
+        return (2 * self.u) * (1 + 1e-12) * scaled + 2 * self.tiny * self._cache[key][owners]
 
     def output_charge(self, step, coefficient, owners):
         """The program's rounding at an elementwise op: ``|fl(z) - z| <= 2u |fl(z)|``."""
@@ -237,21 +241,37 @@ class _Crown:
             if bias is not None:
                 slack = slack + g_f * np.abs(_channel_view(bias, step, wm.ndim)).astype(
                     np.float64)
-            slack *= 1 + 1e-12
+            slack = to_dtype_up(slack * (1 + 1e-12), self.dtype)
             # the backward pass's own underflow, for every input coordinate it writes
             underflow = (4 * terms_backward * self.tiny
                          * m.reshape(len(m), -1).astype(np.float64).sum(axis=1)) * 2
             self._cache[key] = (slack, underflow)
         slack, underflow = self._cache[key]
-        return sum_upper(np.abs(coefficient.astype(np.float64)) * slack[owners], roundings=3) \
-            + underflow[owners]
+        return nonnegative_dot_upper(np.abs(coefficient), slack[owners]) + underflow[owners]
 
     def bias_term(self, coefficient, bias, step):
-        """A lower bound on ``Λ · b`` (the bias broadcast over the node's positions)."""
+        r"""A lower bound on ``Λ · b`` (the bias broadcast over the node's positions): the
+        coefficients summed per channel first (in float64, off by at most
+        :math:`\gamma_P \sum_p |\Lambda|`), then weighted by the bias."""
         if bias is None:
             return 0.0
-        view = _channel_view(bias, step, coefficient.ndim).astype(np.float64)
-        return sum_lower(coefficient.astype(np.float64) * view)
+        rows, channels = coefficient.shape[0], bias.shape[0]
+        if step.op.name == "linear":       # the bias is on the last axis
+            per_channel = coefficient.reshape(rows, -1, channels)
+            axis = 1
+        else:                              # (rows, C, *spatial)
+            per_channel = coefficient.reshape(rows, channels, -1)
+            axis = 2
+        positions = per_channel.shape[axis]
+        # in the coefficients' own dtype: sum of P terms off by at most γ_P Σ|Λ|, and the
+        # computed Σ|Λ| is at most (1 + 2γ_P) short of the exact one
+        sums = per_channel.sum(axis=axis).astype(np.float64)
+        sizes = np.abs(per_channel).sum(axis=axis).astype(np.float64)
+        g = float(gamma(positions + 1, self.dtype))
+        g = g * (1 + 2 * g) * (1 + 1e-9)
+        b = np.asarray(bias, np.float64)
+        return sum_lower(sums * b) - sum_upper(sizes * (g * np.abs(b)) + 2 * positions
+                                               * self.tiny * np.abs(b))
 
 
 def _channel_view(bias, step, ndim):
@@ -467,13 +487,24 @@ def _relu(crown, step, coefficient, owners):
     alpha, slope, unstable = (v[owners] for v in _relu_relaxation(crown, x))
     negative = coefficient < 0
     pulled = np.where(negative, coefficient * slope, coefficient * alpha)
-    chord = negative & unstable
-    lower = crown.values[x].lower[owners].astype(np.float64)
-    # relu(x) <= a (x - l) where the coefficient is negative: its intercept -a l
-    intercept = np.where(chord, coefficient.astype(np.float64) * slope.astype(np.float64)
-                         * -lower, 0.0)
-    rounded = np.where(chord, pulled, 0)               # the products that rounded
-    constant = sum_lower(intercept, roundings=2) - crown.rounding_charge(rounded, x, owners)
+    # where the coefficient is negative and the neuron unstable, relu(x) <= a (x - l): the
+    # intercept -a l goes to the constant, and the product coefficient * a rounded
+    rows, entries = np.nonzero((negative & unstable).reshape(len(owners), -1))
+    if len(rows) == 0:
+        return [(x, pulled)], 0.0
+    flat = (len(owners), -1)
+    lower = crown.values[x].lower.reshape(len(crown.values[x].lower), -1)[owners[rows], entries]
+    m = crown.magnitude(x).reshape(crown.batch, -1)[owners[rows], entries]
+    intercept = (coefficient.reshape(flat)[rows, entries].astype(np.float64)
+                 * slope.reshape(flat)[rows, entries].astype(np.float64) * -lower)
+    rounded = np.abs(pulled.reshape(flat)[rows, entries]).astype(np.float64) * m
+    n = pulled[0].size + 2
+    g = float(gamma(n, np.float64)) * (1 + 1e-9)
+    total = np.bincount(rows, intercept, len(owners))
+    size = np.bincount(rows, np.abs(intercept), len(owners))
+    charge = np.bincount(rows, rounded, len(owners)) * (2 * crown.u) * (1 + 2 * g + 1e-9) \
+        + 2 * crown.tiny * np.bincount(rows, m, len(owners))
+    constant = round_down(total - size * g * (1 + 2 * g) - charge * (1 + 1e-12))
     return [(x, pulled)], constant
 
 
