@@ -173,18 +173,18 @@ def magnitude(bounds):
 
 
 def centre_radius(bounds):
-    r"""``(c, r)`` with :math:`[l, u] \subseteq [c - r, c + r]` in exact arithmetic.
+    r"""``(c, d)``: a centre and a radius computed in the box's dtype, with
+    :math:`[l, u] \subseteq [c - r, c + r]` for the exact :math:`r = \max(u - c, c - l)`,
+    and :math:`r \le d (1 + u) + \eta` (one rounding; :math:`\eta` the underflow).
 
-    ``c = fl(l/2 + u/2)`` lies in ``[l, u]`` (rounding is monotone), and ``r`` is the larger of
-    ``u - c`` and ``c - l``, each rounded up: zero exactly where ``l == u``.
+    ``c = fl(l/2 + u/2)``; where ``l == u`` the radius is exactly 0.
     """
     lower, upper = bounds
     half = lower.dtype.type(0.5)
     with np.errstate(over="ignore", invalid="ignore"):
         c = lower * half + upper * half
         d = np.maximum(upper - c, c - lower)
-    r = np.where(d > 0, round_up(d), d.dtype.type(0))
-    return c, r
+    return c, d
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,21 +216,35 @@ def affine_interval(bounds, centre_map, abs_map, terms, bias=None):
     -------
     Bounds
         ``fl(c') ∓ E`` rounded outward, with (module docstring)
-        :math:`E = (1 + 2\gamma)\,(|W|((1+\gamma) r + 2\gamma|c|) + 2\gamma|b|) + a`.
+        :math:`E = F\,(|W|((1+\gamma) d + 2\gamma|c|) + 2\gamma|b|) + a`.
+
+    Notes
+    -----
+    Each elementwise step of the radius is rounded to nearest, so its exact value is at most
+    :math:`(1 + u)` times the computed one per operation (non-negative numbers, plus
+    underflow). Rather than round each step up with ``np.nextafter`` (slow), the factor
+    :math:`F = (1 + 2\gamma)(1 + u)^8` rounded up collects them all: one rounding of the
+    radius ``d``, three for ``v``, one for the bias term, the :math:`1 + 2\gamma` of the
+    :math:`|W|` pass (non-negative terms) and two for ``E`` itself. Only the two results are
+    rounded with ``np.nextafter``. The cost is two passes of the op (centre and radius) and
+    about fifteen elementwise passes.
     """
-    c, r = centre_radius(bounds)
+    c, d = centre_radius(bounds)
     dtype = c.dtype
+    u = unit_roundoff(dtype)
     g = gamma(terms + 1, dtype)
     one_plus_g = scalar_up(1 + float(g), dtype)
+    factor = scalar_up((1 + 2 * float(g)) * (1 + u) ** 8 * (1 + 4 * u), dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        # v = (1 + γ) r + 2γ|c|, each operation rounded up
-        v = round_up(round_up(r * one_plus_g) + round_up(np.abs(c) * (g + g)))
+        # (1 + γ) r + 2γ|c|, to nearest; the 4·tiny covers the underflow of d and of these
+        # three operations, and the |W| pass below carries it through the weights
+        v = d * one_plus_g + np.abs(c) * (g + g) + dtype.type(4) * _tiny(dtype)
         centre = np.asarray(centre_map(c))
-        bias_term = None if bias is None else round_up(np.abs(bias) * (g + g))
+        bias_term = None if bias is None else np.abs(bias) * (g + g) + _tiny(dtype)
         radius = np.asarray(abs_map(v, bias_term))
-        # the radius pass sums non-negative terms: exact <= computed (1 + 2γ), plus underflow
-        underflow = dtype.type(4 * (terms + 1)) * _tiny(dtype)
-        radius = round_up(round_up(radius * scalar_up(1 + 2 * float(g), dtype)) + underflow)
+        # the pass's own underflow (each of its terms + 1 operations) and that of E
+        underflow = dtype.type(2 * (terms + 4)) * _tiny(dtype)
+        radius = radius * factor + underflow
         lower, upper = round_down(centre - radius), round_up(centre + radius)
     return _no_nan(lower, upper)
 
