@@ -38,8 +38,9 @@ of the computed centre (the first :math:`\gamma` term is the program's own round
 :math:`x`, the second the rounding of the centre we computed; :math:`a` bounds underflow). That
 radius is one more affine map, :math:`|W|` applied to one vector, computed by the same kernel,
 and since all its terms are non-negative its own rounding only needs a factor
-:math:`1 + 2\gamma`. Every elementwise step of this bookkeeping is rounded upward with
-``np.nextafter``, and the final ``centre ∓ radius`` outward. The cost is two passes of the
+:math:`1 + 2\gamma`. The rounding of every elementwise step of this bookkeeping (each at
+most a factor :math:`1 + u` on non-negative numbers) and of the final ``centre ∓ radius`` is
+collected into two constant factors (:func:`affine_interval`). The cost is two passes of the
 op (centre and radius) plus elementwise work: IBP through a conv costs two convolutions.
 
 **Other monotone functions** (exp, log, sigmoid, tanh, softplus) are not correctly rounded by
@@ -182,8 +183,11 @@ def centre_radius(bounds):
     lower, upper = bounds
     half = lower.dtype.type(0.5)
     with np.errstate(over="ignore", invalid="ignore"):
-        c = lower * half + upper * half
-        d = np.maximum(upper - c, c - lower)
+        c = np.multiply(lower, half)            # halves first: l + u may overflow
+        d = np.multiply(upper, half)
+        c += d
+        np.subtract(upper, c, out=d)
+        np.maximum(d, c - lower, out=d)
     return c, d
 
 
@@ -223,29 +227,45 @@ def affine_interval(bounds, centre_map, abs_map, terms, bias=None):
     Each elementwise step of the radius is rounded to nearest, so its exact value is at most
     :math:`(1 + u)` times the computed one per operation (non-negative numbers, plus
     underflow). Rather than round each step up with ``np.nextafter`` (slow), the factor
-    :math:`F = (1 + 2\gamma)(1 + u)^8` rounded up collects them all: one rounding of the
-    radius ``d``, three for ``v``, one for the bias term, the :math:`1 + 2\gamma` of the
-    :math:`|W|` pass (non-negative terms) and two for ``E`` itself. Only the two results are
-    rounded with ``np.nextafter``. The cost is two passes of the op (centre and radius) and
-    about fifteen elementwise passes.
+    :math:`F = (1 + 2\gamma)(1 + u)^6` collects them all: one rounding of the radius ``d``,
+    three for ``v``, one for the bias term, the :math:`1 + 2\gamma` of the :math:`|W|` pass
+    (non-negative terms). The last subtraction and addition round too; computing
+    :math:`E = (F R + u|m|)/(1 - u)` (times :math:`(1+u)^3` for its own three operations) makes
+    ``fl(m - E) <= m - F R`` and ``fl(m + E) >= m + F R``. The cost is two passes of the op
+    (centre and radius) and about fifteen elementwise passes.
     """
     c, d = centre_radius(bounds)
     dtype = c.dtype
     u = unit_roundoff(dtype)
     g = gamma(terms + 1, dtype)
     one_plus_g = scalar_up(1 + float(g), dtype)
-    factor = scalar_up((1 + 2 * float(g)) * (1 + u) ** 8 * (1 + 4 * u), dtype)
+    factor = (1 + 2 * float(g)) * (1 + u) ** 6 * (1 + 4 * u)
+    spread_factor = scalar_up(factor * (1 + u) ** 3 / (1 - u) * (1 + 4 * u), dtype)
+    centre_factor = scalar_up(u * (1 + u) ** 3 / (1 - u) * (1 + 4 * u), dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         # (1 + γ) r + 2γ|c|, to nearest; the 4·tiny covers the underflow of d and of these
         # three operations, and the |W| pass below carries it through the weights
-        v = d * one_plus_g + np.abs(c) * (g + g) + dtype.type(4) * _tiny(dtype)
         centre = np.asarray(centre_map(c))
+        v = d
+        v *= one_plus_g
+        magnitude_c = np.abs(c, out=c)
+        magnitude_c *= g + g
+        v += magnitude_c
+        v += dtype.type(4) * _tiny(dtype)
         bias_term = None if bias is None else np.abs(bias) * (g + g) + _tiny(dtype)
-        radius = np.asarray(abs_map(v, bias_term))
+        spread = np.asarray(abs_map(v, bias_term), dtype=dtype)   # a fresh array
         # the pass's own underflow (each of its terms + 1 operations) and that of E
-        underflow = dtype.type(2 * (terms + 4)) * _tiny(dtype)
-        radius = radius * factor + underflow
-        lower, upper = round_down(centre - radius), round_up(centre + radius)
+        underflow = dtype.type(2 * (terms + 8)) * _tiny(dtype)
+        # E = F R + u|m| / (1 - u) makes fl(m - E) <= m - F R (the subtraction's own rounding
+        # is at most u |m - E| <= u (|m| + E)); the three operations that compute E are
+        # covered by the (1 + u)^3 in both factors
+        spread *= spread_factor
+        lower = np.abs(centre)
+        lower *= centre_factor
+        spread += lower
+        spread += underflow
+        np.subtract(centre, spread, out=lower)
+        upper = centre + spread
     return _no_nan(lower, upper)
 
 
@@ -308,10 +328,14 @@ def approximate_monotone_interval(function, bounds, ulps=TRANSCENDENTAL_ULPS):
 
 def _no_nan(lower, upper):
     """NaN bounds (``inf - inf`` in the bookkeeping of an unbounded box) become ``∓inf``."""
-    if np.isnan(lower).any():
-        lower = np.where(np.isnan(lower), lower.dtype.type(-np.inf), lower)
-    if np.isnan(upper).any():
-        upper = np.where(np.isnan(upper), upper.dtype.type(np.inf), upper)
+    with np.errstate(over="ignore", invalid="ignore"):
+        suspicious = not np.isfinite(np.sum(lower, dtype=np.float64) + np.sum(upper,
+                                                                           dtype=np.float64))
+    if suspicious:                      # a NaN, or only an infinity: look entry by entry
+        if np.isnan(lower).any():
+            lower = np.where(np.isnan(lower), lower.dtype.type(-np.inf), lower)
+        if np.isnan(upper).any():
+            upper = np.where(np.isnan(upper), upper.dtype.type(np.inf), upper)
     return Bounds(lower, upper)
 
 
