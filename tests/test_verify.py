@@ -413,15 +413,22 @@ def test_certify_margins_bound_the_margins_of_sampled_and_attacked_points():
     assert np.all(result.margins <= found.min(axis=1))
 
 
-def test_certify_at_eps_zero_certifies_exactly_the_correct_predictions():
+@pytest.mark.parametrize("method", ["crown", "crown-ibp", "ibp"])
+def test_certify_at_eps_zero_certifies_exactly_the_correct_predictions(method):
     model = _classifier(1)
     x = np.random.default_rng(5).standard_normal((8, 1, 8, 8)).astype(np.float32)
-    predicted = _run(model, x).argmax(axis=1)
+    logits = _run(model, x)
+    predicted = logits.argmax(axis=1)
     labels = predicted.copy()
     labels[::2] = (labels[::2] + 1) % 4
-    result = certify(model, x, labels, 0.0)
+    result = certify(model, x, labels, 0.0, method)
     assert result.certified.tolist() == (labels == predicted).tolist()
     assert result.accuracy() == np.mean(labels == predicted)
+    # at a point the margin bounds are the margins, up to rounding
+    top_other = np.where(np.eye(4, dtype=bool)[labels], -np.inf, logits).max(axis=1)
+    margins = logits[np.arange(8), labels] - top_other
+    assert np.all(result.margins <= margins)
+    np.testing.assert_allclose(result.margins, margins, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------

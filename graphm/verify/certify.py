@@ -88,11 +88,11 @@ def certify_box(model, lower, upper, labels, method="crown", *, params=None):
         if not isinstance(logits, Bounds):
             logits = Bounds(logits, logits)
         rows = np.arange(batch)
-        others = np.where(np.eye(classes, dtype=bool)[labels], np.inf,
+        others = np.where(np.eye(classes, dtype=bool)[labels], -np.inf,
                           logits.upper.astype(np.float64))
-        # l_y - u_j, rounded down (float64 holds both exactly; the difference rounds once)
-        worst = np.min(-others, axis=1)
-        margins = round_down(logits.lower[rows, labels].astype(np.float64) + worst)
+        # l_y - max_j u_j, rounded down (float64 holds both exactly; the difference rounds once)
+        margins = round_down(logits.lower[rows, labels].astype(np.float64)
+                             - others.max(axis=1))
     else:
         spec = margin_spec(labels, classes, graph.dtype)
         found, _ = _linear_bounds(graph, box, spec,
