@@ -219,53 +219,47 @@ def affine_interval(bounds, centre_map, abs_map, terms, bias=None):
     Returns
     -------
     Bounds
-        ``fl(c') ∓ E`` rounded outward, with (module docstring)
-        :math:`E = F\,(|W|((1+\gamma) d + 2\gamma|c|) + 2\gamma|b|) + a`.
+        ``fl(c') ∓ E``, with (module docstring and Notes)
+        :math:`E \approx |W|((1+\gamma) d + (2\gamma + u)|c|) + (2\gamma + u)|b| + a`.
 
     Notes
     -----
     Each elementwise step of the radius is rounded to nearest, so its exact value is at most
     :math:`(1 + u)` times the computed one per operation (non-negative numbers, plus
-    underflow). Rather than round each step up with ``np.nextafter`` (slow), the factor
-    :math:`F = (1 + 2\gamma)(1 + u)^6` collects them all: one rounding of the radius ``d``,
-    three for ``v``, one for the bias term, the :math:`1 + 2\gamma` of the :math:`|W|` pass
-    (non-negative terms). The last subtraction and addition round too; computing
-    :math:`E = (F R + u|m|)/(1 - u)` (times :math:`(1+u)^3` for its own three operations) makes
-    ``fl(m - E) <= m - F R`` and ``fl(m + E) >= m + F R``. The cost is two passes of the op
-    (centre and radius) and about fifteen elementwise passes.
+    underflow). Rather than round each step up with ``np.nextafter`` (slow), one factor
+    :math:`F = (1 + 2\gamma)(1 + u)^7` collects them all (the radius ``d``, the four operations
+    of ``v``, the bias term, and :math:`1 + 2\gamma` for the :math:`|W|` pass, whose terms are
+    non-negative). The final ``m ∓ E`` rounds too, by at most :math:`u |m \mp E|
+    \le u(|m| + E)`; since :math:`|m| \le (1 + \gamma)(|W||c| + |b|)`, adding
+    :math:`u(1 + \gamma)` to the coefficient of :math:`|c|` and :math:`|b|` lets the radius pass
+    carry :math:`u|m|` as well, and :math:`E = F R (1 + u)^2 / (1 - u)` covers the rest. So the
+    cost is two passes of the op (centre and radius) and about ten elementwise passes.
     """
     c, d = centre_radius(bounds)
     dtype = c.dtype
     u = unit_roundoff(dtype)
-    g = gamma(terms + 1, dtype)
-    one_plus_g = scalar_up(1 + float(g), dtype)
-    factor = (1 + 2 * float(g)) * (1 + u) ** 6 * (1 + 4 * u)
-    spread_factor = scalar_up(factor * (1 + u) ** 3 / (1 - u) * (1 + 4 * u), dtype)
-    centre_factor = scalar_up(u * (1 + u) ** 3 / (1 - u) * (1 + 4 * u), dtype)
+    g = float(gamma(terms + 1, dtype))
+    one_plus_g = scalar_up(1 + g, dtype)
+    # 2γ|c| for the two roundings of the map, and u(1 + γ)|c| more so that the radius pass also
+    # covers u|fl(Wc + b)|, the rounding of the final centre ∓ radius (same for |b|)
+    k = scalar_up((2 * g + u * (1 + g)) * (1 + 4 * u), dtype)
+    factor = (1 + 2 * g) * (1 + u) ** 7 * (1 + 4 * u)
+    spread_factor = scalar_up(factor * (1 + u) ** 2 / (1 - u) * (1 + 4 * u), dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        # (1 + γ) r + 2γ|c|, to nearest; the 4·tiny covers the underflow of d and of these
-        # three operations, and the |W| pass below carries it through the weights
         centre = np.asarray(centre_map(c))
         v = d
         v *= one_plus_g
         magnitude_c = np.abs(c, out=c)
-        magnitude_c *= g + g
+        magnitude_c *= k
         v += magnitude_c
-        v += dtype.type(4) * _tiny(dtype)
-        bias_term = None if bias is None else np.abs(bias) * (g + g) + _tiny(dtype)
+        v += dtype.type(4) * _tiny(dtype)     # the underflow of d and of these operations
+        bias_term = None if bias is None else np.abs(bias) * k + _tiny(dtype)
         spread = np.asarray(abs_map(v, bias_term), dtype=dtype)   # a fresh array
-        # the pass's own underflow (each of its terms + 1 operations) and that of E
-        underflow = dtype.type(2 * (terms + 8)) * _tiny(dtype)
-        # E = F R + u|m| / (1 - u) makes fl(m - E) <= m - F R (the subtraction's own rounding
-        # is at most u |m - E| <= u (|m| + E)); the three operations that compute E are
-        # covered by the (1 + u)^3 in both factors
         spread *= spread_factor
-        lower = np.abs(centre)
-        lower *= centre_factor
-        spread += lower
-        spread += underflow
-        np.subtract(centre, spread, out=lower)
-        upper = centre + spread
+        spread += dtype.type(2 * (terms + 8)) * _tiny(dtype)     # the pass's own underflow
+        lower = centre - spread
+        centre += spread
+        upper = centre
     return _no_nan(lower, upper)
 
 
@@ -329,9 +323,8 @@ def approximate_monotone_interval(function, bounds, ulps=TRANSCENDENTAL_ULPS):
 def _no_nan(lower, upper):
     """NaN bounds (``inf - inf`` in the bookkeeping of an unbounded box) become ``∓inf``."""
     with np.errstate(over="ignore", invalid="ignore"):
-        suspicious = not np.isfinite(np.sum(lower, dtype=np.float64) + np.sum(upper,
-                                                                           dtype=np.float64))
-    if suspicious:                      # a NaN, or only an infinity: look entry by entry
+        suspicious = not np.isfinite(np.sum(lower) + np.sum(upper))
+    if suspicious:                      # a NaN, an infinity or an overflow: look entry by entry
         if np.isnan(lower).any():
             lower = np.where(np.isnan(lower), lower.dtype.type(-np.inf), lower)
         if np.isnan(upper).any():

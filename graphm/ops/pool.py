@@ -19,7 +19,7 @@ import numpy as np
 
 from graphm.functional import pooling as Fpool
 from graphm.ops.base import Op, call, register
-from graphm.ops.interval import affine_interval, monotone_interval
+from graphm.ops.interval import Bounds, affine_interval, monotone_interval
 
 __all__ = ["max_pool", "avg_pool", "max_pool_scatter", "max_pool_gather", "avg_pool_transpose"]
 
@@ -65,7 +65,11 @@ class MaxPool(Op):
         return y, Fpool.max_pool_gather(tangents[0], winners, dims)
 
     def interval(self, x, dims, **attrs):
-        """``[maxpool(l), maxpool(u)]``: a maximum is increasing in every entry and exact."""
+        """``[maxpool(l), maxpool(u)]``: a maximum is increasing in every entry and exact
+        (both corners pooled in one call, stacked along the batch axis)."""
+        if x.lower.ndim == dims + 2:
+            both = self.forward(np.concatenate([x.lower, x.upper]), dims, **attrs)[0]
+            return Bounds(both[:len(x.lower)], both[len(x.lower):])
         return monotone_interval(lambda v: self.forward(v, dims, **attrs)[0], x)
 
 

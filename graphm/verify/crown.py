@@ -570,7 +570,7 @@ def linear_bounds(model, lower, upper, spec, *, params=None, intermediate="crown
     ----------
     model, lower, upper, params
         As for :func:`crown`.
-    spec : ndarray, shape (N, M, *output_shape[1:])
+    spec : ndarray, shape ``(N, M, *output_shape[1:])``
         :math:`M` rows of coefficients per sample (a margin :math:`e_y - e_j`, say).
     intermediate : {"crown", "ibp"}
         Where the ReLUs' pre-activation bounds come from.
