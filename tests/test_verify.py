@@ -249,6 +249,24 @@ def test_ibp_on_one_affine_layer_is_its_exact_range(dtype, layer, in_shape):
         assert np.all(exact_low - low <= slack) and np.all(high - exact_high <= slack)
 
 
+@pytest.mark.parametrize("pool", [
+    lambda: nn.MaxPool2d(3, stride=2, padding=1), lambda: nn.MaxPool2d(2, dilation=2),
+    lambda: nn.MaxPool1d(3, stride=2, ceil_mode=True), lambda: nn.MaxPool2d(2),
+    lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)])
+def test_pools_on_a_point_box_give_the_forward_pass(pool):
+    layer = pool()
+    rng = np.random.default_rng(0)
+    shape = (2, 3, 7) if isinstance(layer, nn.MaxPool1d) else (2, 3, 7, 7)
+    x = rng.standard_normal(shape)
+    bounds = ibp(layer, x, x)
+    expected = _run(layer, x)
+    if isinstance(layer, (nn.MaxPool1d, nn.MaxPool2d)):
+        assert np.array_equal(bounds.lower, expected) and np.array_equal(bounds.upper, expected)
+    else:
+        assert np.all(bounds.lower <= expected) and np.all(expected <= bounds.upper)
+        np.testing.assert_allclose(bounds.width(), 0, atol=1e-14)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @settings(max_examples=15)
 @given(data=st.data())

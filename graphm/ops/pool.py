@@ -19,7 +19,7 @@ import numpy as np
 
 from graphm.functional import pooling as Fpool
 from graphm.ops.base import Op, call, register
-from graphm.ops.interval import Bounds, affine_interval, monotone_interval
+from graphm.ops.interval import affine_interval, monotone_interval
 
 __all__ = ["max_pool", "avg_pool", "max_pool_scatter", "max_pool_gather", "avg_pool_transpose"]
 
@@ -64,13 +64,24 @@ class MaxPool(Op):
                                                   ceil_mode)
         return y, Fpool.max_pool_gather(tangents[0], winners, dims)
 
-    def interval(self, x, dims, **attrs):
-        """``[maxpool(l), maxpool(u)]``: a maximum is increasing in every entry and exact
-        (both corners pooled in one call, stacked along the batch axis)."""
-        if x.lower.ndim == dims + 2:
-            both = self.forward(np.concatenate([x.lower, x.upper]), dims, **attrs)[0]
-            return Bounds(both[:len(x.lower)], both[len(x.lower):])
-        return monotone_interval(lambda v: self.forward(v, dims, **attrs)[0], x)
+    def interval(self, x, dims, kernel_size, stride=None, padding=0, dilation=1,
+                 ceil_mode=False):
+        """``[maxpool(l), maxpool(u)]``: a maximum is increasing in every entry and exact. Only
+        the values are needed (not the winners), so each corner is one running maximum over
+        the window's offsets, as the forward pass scans them."""
+        geometry = Fpool.pool_geometry(f"max_pool{dims}d", x.lower.shape, dims, kernel_size,
+                                       stride, padding, dilation, ceil_mode)
+
+        def window_max(v):
+            padded = Fpool._padded(Fpool._as_batched(v, geometry), geometry, -np.inf)
+            best = None
+            for _, window in Fpool._offset_slices(geometry, v.shape[-dims:]):
+                if best is None:
+                    best = padded[window].copy()
+                else:
+                    np.maximum(best, padded[window], out=best)
+            return best if geometry.batched else best[0]
+        return monotone_interval(window_max, x)
 
 
 max_pool = register(MaxPool())
