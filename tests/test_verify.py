@@ -536,7 +536,7 @@ def _checkpoint(tmp_path, model="cnn"):
 
 def test_graphm_certify_prints_certified_accuracy_per_eps_and_writes_a_figure(tmp_path, capsys):
     from graphm.cli import main
-    path, network = _checkpoint(tmp_path)
+    path, _ = _checkpoint(tmp_path)
     status = main(["certify", "--checkpoint", str(path), "--eps", "0", "0.01", "--limit", "12",
                    "--quiet", "--out", str(tmp_path / "figures")])
     out = capsys.readouterr().out
