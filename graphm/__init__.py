@@ -27,6 +27,7 @@ from graphm import data
 from graphm import nn
 from graphm.nn import compile
 from graphm import optim
+from graphm import verify
 
 __version__ = "0.1.0"
 
@@ -35,3 +36,4 @@ __all__ = ["GraphM", "ShapeError", "Tensor", "compile", "data", "enable_grad", "
            "no_grad", "openmp_enabled", "optim", "save", "set_num_threads", "spec", "tensor",
            "testing", "value_and_grad", "vjp", "__version__"]
 __all__ += ["get_max_elements", "set_max_elements"]     # the bound on array sizes (issue 12)
+__all__ += ["verify"]                                    # certified bounds (issue 10)

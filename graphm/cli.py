@@ -246,6 +246,87 @@ def bench(args):
 
 
 # --------------------------------------------------------------------------------------------
+# graphm certify
+# --------------------------------------------------------------------------------------------
+
+def certify(args):
+    """``graphm certify``: certified accuracy of a trained CNN on its test digits, per eps.
+
+    The ball is taken in pixel units (``[0, 1]``, clipped to that range) and mapped through the
+    checkpoint's normalization at both corners (a monotone, correctly rounded map, so the
+    normalized box contains every normalized image of the ball); graphm.verify then bounds
+    the margins of the network as it computes them.
+    """
+    import graphm
+    from graphm import checkpoint, data, verify
+    from graphm import train as training
+    from graphm.ops.interval import round_down, round_up, scalar_up
+    from tqdm.auto import tqdm
+
+    for value in args.eps:
+        if not (math.isfinite(value) and value >= 0):
+            raise TrainingError(f"--eps {value}: expected numbers >= 0 (the L-inf radius in "
+                                "pixel units, pixels being in [0, 1])", exit_status=2)
+    _check_regular_file(args.checkpoint, "--checkpoint ")
+    header = checkpoint.load_header(args.checkpoint)
+    state = graphm.load(args.checkpoint)
+    if not (isinstance(state, dict) and isinstance(state.get("config"), dict)
+            and "model" in state):
+        raise TrainingError(f"--checkpoint {args.checkpoint}: not a checkpoint written by "
+                            "graphm train (no config and model state in it)")
+    config = state["config"]
+    if config.get("model") != "cnn":
+        raise TrainingError(f"--checkpoint {args.checkpoint}: holds an {config.get('model')}, "
+                            "and only a classifier can be certified (graphm train --model cnn)")
+    model = graphm.nn.from_architecture(header["architecture"])
+    model.load_state_dict(state["model"])
+    graphm.set_num_threads(args.threads)
+    # the run's own test split, in raw pixels (the autoencoder's inputs are not normalized)
+    _, _, pixels, labels, _ = training.load_data({**config, "model": "autoencoder"})
+    if args.limit:
+        pixels, labels = pixels[:args.limit], labels[:args.limit]
+    norm = state.get("normalization") or {}
+    mean = np.asarray(norm.get("mean", np.zeros(pixels.shape[1])), pixels.dtype)
+    std = np.asarray(norm.get("std", np.ones(pixels.shape[1])), pixels.dtype)
+    print(f"graphm certify: {args.checkpoint}, {len(labels)} test digits of shape "
+          f"{tuple(pixels.shape[1:])}, method {args.method}, "
+          f"{_plural(args.threads, 'thread')}", flush=True)
+    with graphm.no_grad():
+        logits = np.concatenate([model(graphm.tensor(data.normalize(pixels[i:i + 512], mean,
+                                                                    std))).numpy()
+                                 for i in range(0, len(labels), 512)])
+    clean = float(np.mean(logits.argmax(axis=1) == labels))
+    print(f"clean accuracy: {100 * clean:.2f}%")
+    accuracies = []
+    for eps in args.eps:
+        started = time.perf_counter()
+        certified = 0
+        batches = range(0, len(labels), args.batch_size)
+        for start in tqdm(batches, desc=f"eps {eps:g}", unit="batch", disable=args.quiet,
+                          leave=False, file=sys.stderr, dynamic_ncols=True):
+            batch = pixels[start:start + args.batch_size]
+            # the ball in pixels, corners rounded outward, clipped to [0, 1]
+            radius = scalar_up(eps, batch.dtype)
+            low = np.maximum(round_down(batch - radius), batch.dtype.type(0))
+            high = np.minimum(round_up(batch + radius), batch.dtype.type(1))
+            result = verify.certify_box(model, data.normalize(low, mean, std),
+                                        data.normalize(high, mean, std),
+                                        labels[start:start + args.batch_size], args.method)
+            certified += int(result.certified.sum())
+        accuracy = certified / len(labels)
+        accuracies.append(accuracy)
+        print(f"eps {eps:g}: certified accuracy {100 * accuracy:.2f}% ({certified}/"
+              f"{len(labels)}), {time.perf_counter() - started:.1f} s", flush=True)
+    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    os.makedirs(out, exist_ok=True)
+    figure = verify.plot_certified_accuracy(args.eps, {args.method: accuracies},
+                                            os.path.join(out, "certified_accuracy.png"),
+                                            clean=clean)
+    print(f"wrote:\n  {figure}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
 
@@ -361,6 +442,31 @@ def build_parser():
     i = commands.add_parser("info", help="versions, OpenMP, threads, BLAS; describe a checkpoint")
     i.add_argument("checkpoint", nargs="?", help="a checkpoint to describe")
     i.set_defaults(handler=info)
+
+    c = commands.add_parser("certify", help="certified accuracy of a trained CNN for each eps "
+                                            "(interval bounds, CROWN)",
+                            description="Prove, for each test digit, that no image within eps "
+                                        "(L-inf, pixel units) of it changes the trained CNN's "
+                                        "label, with bounds that are sound in floating point; "
+                                        "print the certified accuracy per eps and write "
+                                        "certified_accuracy.png.")
+    c.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a checkpoint of graphm train --model cnn (e.g. graphm-run/checkpoint.npz)")
+    c.add_argument("--eps", type=float, nargs="+", default=[0.005, 0.01, 0.02], metavar="EPS",
+                   help="L-inf radii in pixel units, pixels in [0, 1] (default 0.005 0.01 0.02)")
+    c.add_argument("--method", choices=["crown", "crown-ibp", "ibp"], default="crown",
+                   help="crown: CROWN on the margins (tightest); crown-ibp: CROWN with interval "
+                        "pre-activation bounds (faster); ibp: interval bounds (default crown)")
+    c.add_argument("--limit", type=positive_integer, metavar="N",
+                   help="certify the first N test digits only (default all)")
+    c.add_argument("--batch-size", type=positive_integer, default=32, metavar="N",
+                   help="digits bounded together (default 32)")
+    c.add_argument("--threads", type=thread_count, default=2, metavar="N",
+                   help="threads for graphm's kernels (default 2)")
+    c.add_argument("--out", metavar="DIR", type=folder,
+                   help="where to write certified_accuracy.png (default the checkpoint's folder)")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(handler=certify)
 
     # listed for `graphm --help`; its arguments belong to the benchmark, so main() hands them
     # over without parsing (see _BENCH_HELP)

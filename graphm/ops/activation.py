@@ -9,6 +9,7 @@ import numpy as np
 
 from graphm import functional as F
 from graphm.ops.base import Op, call, is_traced, register
+from graphm.ops.interval import NoIntervalRule, approximate_monotone_interval, monotone_interval
 
 __all__ = ["relu", "sigmoid", "tanh", "softplus"]
 
@@ -34,6 +35,10 @@ class Relu(Op):
     def jvp(self, primals, tangents):
         y = F.relu(primals[0])
         return y, tangents[0] * (y > 0)
+
+    def interval(self, x):
+        """``[relu(l), relu(u)]``: relu is increasing and exact in floating point."""
+        return monotone_interval(F.relu, x)
 
 
 relu = register(Relu())
@@ -61,6 +66,11 @@ class Sigmoid(Op):
         y = F.sigmoid(primals[0])
         return y, tangents[0] * y * (1 - y)
 
+    def interval(self, x):
+        """``[σ(l), σ(u)]`` widened for NumPy's exp (σ is increasing but its computed value is
+        not correctly rounded; graphm.ops.interval.approximate_monotone_interval)."""
+        return approximate_monotone_interval(F.sigmoid, x)
+
 
 sigmoid = register(Sigmoid())
 
@@ -87,6 +97,10 @@ class Tanh(Op):
         y = F.tanh(primals[0])
         return y, tangents[0] * (1 - y * y)
 
+    def interval(self, x):
+        """``[tanh(l), tanh(u)]`` widened for NumPy's tanh (increasing, not correctly rounded)."""
+        return approximate_monotone_interval(F.tanh, x)
+
 
 tanh = register(Tanh())
 
@@ -112,6 +126,12 @@ class Softplus(Op):
     def jvp(self, primals, tangents, beta, threshold):
         (x,), (dx,) = primals, tangents
         return F.softplus(x, beta, threshold), dx * _softplus_slope(x, beta, threshold)
+
+    def interval(self, x, beta, threshold):
+        """Softplus at the corners, widened for exp and log1p (increasing for beta > 0)."""
+        if not beta > 0:
+            raise NoIntervalRule(f"softplus: the interval rule needs beta > 0, got {beta}")
+        return approximate_monotone_interval(lambda v: F.softplus(v, beta, threshold), x)
 
 
 softplus = register(Softplus())

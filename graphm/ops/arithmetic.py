@@ -15,6 +15,8 @@ import numpy as np
 
 from graphm.ops.base import (Op, ShapeError, broadcast_shape, format_shape, is_traced, register,
                              unbroadcast)
+from graphm.ops.interval import (Bounds, affine_interval, approximate_monotone_interval,
+                                 corner_interval, exact_value, flip, monotone_interval)
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "matmul"]
 
@@ -41,6 +43,10 @@ class Add(Op):
     def jvp(self, primals, tangents):
         (a, b), (da, db) = primals, tangents
         return a + b, da + db
+
+    def interval(self, a, b):
+        """``[fl(l_a + l_b), fl(u_a + u_b)]``: increasing in both, correctly rounded."""
+        return monotone_interval(np.add, a, b)
 
 
 add = register(Add())
@@ -69,6 +75,10 @@ class Sub(Op):
         (a, b), (da, db) = primals, tangents
         return a - b, da - db
 
+    def interval(self, a, b):
+        """``[fl(l_a - u_b), fl(u_a - l_b)]``: increasing in a, decreasing in b."""
+        return monotone_interval(np.subtract, a, flip(b))
+
 
 sub = register(Sub())
 
@@ -96,6 +106,10 @@ class Mul(Op):
     def jvp(self, primals, tangents):
         (a, b), (da, db) = primals, tangents
         return a * b, da * b + a * db
+
+    def interval(self, a, b):
+        """The smallest and largest of the corner products (each correctly rounded)."""
+        return corner_interval(np.multiply, a, b)
 
 
 mul = register(Mul())
@@ -128,6 +142,17 @@ class Div(Op):
         y = a / b
         return y, (da - y * db) / b
 
+    def interval(self, a, b):
+        """The corner quotients when the divisor's box excludes 0; everything otherwise."""
+        if isinstance(b, Bounds):
+            spans_zero = (b.lower <= 0) & (b.upper >= 0)
+            box = corner_interval(np.divide, a, b)
+            if spans_zero.any():
+                box = Bounds(np.where(spans_zero, box.lower.dtype.type(-np.inf), box.lower),
+                             np.where(spans_zero, box.upper.dtype.type(np.inf), box.upper))
+            return box
+        return corner_interval(np.divide, a, b)
+
 
 div = register(Div())
 
@@ -148,6 +173,10 @@ class Neg(Op):
 
     def jvp(self, primals, tangents):
         return -primals[0], -tangents[0]
+
+    def interval(self, x):
+        """``[-u, -l]`` (exact)."""
+        return monotone_interval(np.negative, x, decreasing=True)
 
 
 neg = register(Neg())
@@ -209,6 +238,10 @@ class Exp(Op):
         y = np.exp(primals[0])
         return y, y * tangents[0]
 
+    def interval(self, x):
+        """``[exp(l), exp(u)]``, widened for NumPy's exp (not correctly rounded)."""
+        return approximate_monotone_interval(np.exp, x)
+
 
 exp = register(Exp())
 
@@ -233,6 +266,12 @@ class Log(Op):
     def jvp(self, primals, tangents):
         (x,), (dx,) = primals, tangents
         return np.log(x), dx / x
+
+    def interval(self, x):
+        """``[log(l), log(u)]``, widened for NumPy's log; a box reaching below 0 has no
+        real logarithm there, and its lower bound is ``-inf``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return approximate_monotone_interval(np.log, x)
 
 
 log = register(Log())
@@ -289,6 +328,19 @@ class Matmul(Op):
     def jvp(self, primals, tangents):
         (a, b), (da, db) = primals, tangents
         return np.matmul(a, b), np.matmul(da, b) + np.matmul(a, db)
+
+    def interval(self, a, b):
+        """A box times a known matrix (either side), in centre–radius form with ``|matrix|``
+        for the radius (graphm.ops.interval.affine_interval); a box on both sides has no rule."""
+        if isinstance(a, Bounds) and isinstance(b, Bounds):
+            b = exact_value(self.name, "b", b)
+        if isinstance(a, Bounds):
+            abs_b = np.abs(b)
+            return affine_interval(a, lambda c: np.matmul(c, b),
+                                   lambda v, _: np.matmul(v, abs_b), terms=a.lower.shape[-1])
+        abs_a = np.abs(a)
+        return affine_interval(b, lambda c: np.matmul(a, c), lambda v, _: np.matmul(abs_a, v),
+                               terms=b.lower.shape[0 if b.lower.ndim == 1 else -2])
 
 
 matmul = register(Matmul())

@@ -64,10 +64,14 @@ this module only decides which to call.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 
 from graphm import functional as F
 from graphm.functional._checks import conv_padding, per_axis
 from graphm.ops.base import Op, is_traced, register
+from graphm.ops.interval import affine_interval, exact_value
 
 __all__ = ["conv", "conv_transpose", "conv_weight_grad"]
 
@@ -122,6 +126,20 @@ class Conv(Op):
         dy = conv(dx, weight, dbias, stride, padding, dilation, groups)   # conv(ẋ, w) + ḃ
         dy += conv(x, dweight, None, stride, padding, dilation, groups)    # + conv(x, ẇ)
         return y, dy
+
+    def interval(self, x, weight, bias, stride=1, padding=0, dilation=1, groups=1, rank=None):
+        r"""Bounds on the output for a box on the input (weight and bias known): centre–radius
+        form, :math:`c' = \mathrm{conv}(c, w) + b`, :math:`r' = \mathrm{conv}(r, |w|)`, with
+        the rounding of ``C_in/groups · prod(kernel)`` products per output added and every
+        bound rounded outward (graphm.ops.interval.affine_interval): two convolutions."""
+        weight, bias = exact_value(self.name, "weight", weight), exact_value(self.name, "bias",
+                                                                            bias)
+        conv, args = _CONV[rank], (stride, padding, dilation, groups)
+        abs_weight = np.abs(weight)
+        return affine_interval(
+            x, lambda c: conv(c, weight, bias, *args),
+            lambda v, b: conv(v, abs_weight, b, *args),
+            terms=math.prod(weight.shape[1:]), bias=bias)
 
 
 conv = register(Conv())
@@ -185,6 +203,21 @@ class ConvTranspose(Op):
         dy = conv_t(dx, weight, dbias, *args)          # conv_transpose(ẋ, w) + ḃ
         dy += conv_t(x, dweight, None, *args)           # + conv_transpose(x, ẇ)
         return y, dy
+
+    def interval(self, x, weight, bias, stride=1, padding=0, output_padding=0, groups=1,
+                 dilation=1, rank=None):
+        r"""Bounds on the output for a box on the input (weight and bias known): centre–radius
+        form with :math:`|w|` for the radius, as :meth:`Conv.interval`; each output sums at
+        most ``C_in/groups · prod(kernel)`` products."""
+        weight, bias = exact_value(self.name, "weight", weight), exact_value(self.name, "bias",
+                                                                            bias)
+        conv_t = _CONV_TRANSPOSE[rank]
+        args = (stride, padding, output_padding, groups, dilation)
+        abs_weight = np.abs(weight)
+        return affine_interval(
+            x, lambda c: conv_t(c, weight, bias, *args),
+            lambda v, b: conv_t(v, abs_weight, b, *args),
+            terms=(weight.shape[0] // groups) * math.prod(weight.shape[2:]), bias=bias)
 
 
 conv_transpose = register(ConvTranspose())

@@ -14,6 +14,7 @@ from graphm.functional._checks import normalize_dim
 from graphm.ops.arithmetic import exp as _exp
 from graphm.ops.base import (FLOAT_DTYPES, Op, ShapeError, broadcast_shape, call, is_traced,
                              register, unbroadcast)
+from graphm.ops.interval import affine_interval, exact_value
 
 __all__ = ["linear", "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss"]
 
@@ -58,6 +59,17 @@ class Linear(Op):
         y = F.linear(x, weight, bias)
         dy = F.linear(dx, weight, dbias) + F.linear(x, dweight)       # product rule
         return y, dy
+
+    def interval(self, x, weight, bias):
+        r"""Bounds for a box on x (W, b known): :math:`c' = cW^\top + b`,
+        :math:`r' = r|W|^\top`, with the rounding of ``in_features`` products per output,
+        rounded outward (graphm.ops.interval.affine_interval)."""
+        weight, bias = exact_value(self.name, "weight", weight), exact_value(self.name, "bias",
+                                                                            bias)
+        abs_weight = np.abs(weight)
+        return affine_interval(x, lambda c: F.linear(c, weight, bias),
+                               lambda v, b: F.linear(v, abs_weight, b),
+                               terms=weight.shape[1], bias=bias)
 
 
 linear = register(Linear())

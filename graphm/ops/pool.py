@@ -13,8 +13,13 @@ derivatives follow from that picture:
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from graphm.functional import pooling as Fpool
 from graphm.ops.base import Op, call, register
+from graphm.ops.interval import affine_interval, monotone_interval
 
 __all__ = ["max_pool", "avg_pool", "max_pool_scatter", "max_pool_gather", "avg_pool_transpose"]
 
@@ -59,6 +64,25 @@ class MaxPool(Op):
                                                   ceil_mode)
         return y, Fpool.max_pool_gather(tangents[0], winners, dims)
 
+    def interval(self, x, dims, kernel_size, stride=None, padding=0, dilation=1,
+                 ceil_mode=False):
+        """``[maxpool(l), maxpool(u)]``: a maximum is increasing in every entry and exact. Only
+        the values are needed (not the winners), so each corner is one running maximum over
+        the window's offsets, as the forward pass scans them."""
+        geometry = Fpool.pool_geometry(f"max_pool{dims}d", x.lower.shape, dims, kernel_size,
+                                       stride, padding, dilation, ceil_mode)
+
+        def window_max(v):
+            padded = Fpool._padded(Fpool._as_batched(v, geometry), geometry, -np.inf)
+            best = None
+            for _, window in Fpool._offset_slices(geometry, v.shape[-dims:]):
+                if best is None:
+                    best = padded[window].copy()
+                else:
+                    np.maximum(best, padded[window], out=best)
+            return best if geometry.batched else best[0]
+        return monotone_interval(window_max, x)
+
 
 max_pool = register(MaxPool())
 
@@ -102,6 +126,18 @@ class AvgPool(Op):
         y, _ = self.forward(primals[0], dims, **attrs)
         dy, _ = self.forward(tangents[0], dims, **attrs)
         return y, dy
+
+    def interval(self, x, dims, **attrs):
+        r"""A linear map with weights :math:`1/D`: centre–radius form (the radius pooled with
+        the weights' absolute values, which share one sign), with the rounding of a window sum
+        and its division (graphm.ops.interval.affine_interval)."""
+        def pool(v):
+            return self.forward(v, dims, **attrs)[0]
+        kernel = Fpool.avg_pool_geometry(f"avg_pool{dims}d", x.lower.shape, dims,
+                                         attrs["kernel_size"], attrs.get("stride"),
+                                         attrs.get("padding", 0), attrs.get("ceil_mode", False),
+                                         attrs.get("divisor_override")).kernel_size
+        return affine_interval(x, pool, lambda v, _: np.abs(pool(v)), terms=math.prod(kernel))
 
 
 avg_pool = register(AvgPool())

@@ -11,6 +11,7 @@ import numbers
 import numpy as np
 
 from graphm.ops.base import Op, ShapeError, broadcast_shape, call, is_traced, register, unbroadcast
+from graphm.ops.interval import affine_interval, monotone_interval
 
 __all__ = ["sum", "mean", "sum_to", "broadcast_to", "normalize_axes"]
 
@@ -72,6 +73,11 @@ class Sum(Op):
         return (np.asarray(primals[0].sum(axis=axes, keepdims=keepdims)),
                 np.asarray(tangents[0].sum(axis=axes, keepdims=keepdims)))
 
+    def interval(self, x, axis=None, keepdims=False):
+        """A sum is linear with weights 1: centre–radius form with the rounding of a sum of
+        as many terms (graphm.ops.interval.affine_interval)."""
+        return _reduction_interval(self, x, axis, keepdims)
+
 
 sum = register(Sum())
 
@@ -101,6 +107,19 @@ class Mean(Op):
         return (np.asarray(primals[0].mean(axis=axes, keepdims=keepdims)),
                 np.asarray(tangents[0].mean(axis=axes, keepdims=keepdims)))
 
+    def interval(self, x, axis=None, keepdims=False):
+        """A sum and one division: centre–radius form, as :meth:`Sum.interval`."""
+        return _reduction_interval(self, x, axis, keepdims)
+
+
+def _reduction_interval(op, x, axis, keepdims):
+    axes = normalize_axes(axis, x.lower.ndim, op.name)
+    count = math.prod(x.lower.shape[a] for a in axes)
+
+    def reduce(v):
+        return op.forward(v, axis, keepdims)[0]
+    return affine_interval(x, reduce, lambda v, _: reduce(v), terms=max(count, 1))
+
 
 mean = register(Mean())
 
@@ -129,6 +148,14 @@ class SumTo(Op):
     def jvp(self, primals, tangents, shape):
         return unbroadcast(primals[0], shape), unbroadcast(tangents[0], shape)
 
+    def interval(self, x, shape):
+        """A sum over the broadcast axes: centre–radius form, as :meth:`Sum.interval`."""
+        count = math.prod(x.lower.shape) // max(math.prod(shape), 1)
+
+        def reduce(v):
+            return unbroadcast(v, shape)
+        return affine_interval(x, reduce, lambda v, _: reduce(v), terms=max(count, 1))
+
 
 sum_to = register(SumTo())
 
@@ -155,6 +182,10 @@ class BroadcastTo(Op):
 
     def jvp(self, primals, tangents, shape):
         return np.broadcast_to(primals[0], shape), np.broadcast_to(tangents[0], shape)
+
+    def interval(self, x, shape):
+        """Copies: the box's corners, copied (exact)."""
+        return monotone_interval(lambda v: np.broadcast_to(v, shape), x)
 
 
 broadcast_to = register(BroadcastTo())

@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from graphm.ops.base import FLOAT_DTYPES, Op, ShapeError, call, format_shape, is_traced, register
+from graphm.ops.interval import monotone_interval
 
 __all__ = ["reshape", "permute", "index", "index_add", "alias", "cast", "resolve_shape", "flatten_shape"]
 
@@ -73,6 +74,10 @@ class Reshape(Op):
         new_shape = resolve_shape(primals[0].shape, shape)
         return primals[0].reshape(new_shape), tangents[0].reshape(new_shape)
 
+    def interval(self, x, shape):
+        """The box's corners, reshaped (exact): moving numbers computes nothing."""
+        return monotone_interval(lambda v: self.forward(v, shape)[0], x)
+
 
 reshape = register(Reshape())
 
@@ -109,6 +114,10 @@ class Permute(Op):
     def jvp(self, primals, tangents, dims):
         dims = _check_permutation(primals[0].ndim, dims)
         return np.transpose(primals[0], dims), np.transpose(tangents[0], dims)
+
+    def interval(self, x, dims):
+        """The box's corners, permuted (exact)."""
+        return monotone_interval(lambda v: self.forward(v, dims)[0], x)
 
 
 permute = register(Permute())
@@ -147,6 +156,10 @@ class Index(Op):
 
     def jvp(self, primals, tangents, index):
         return np.asarray(primals[0][index]), np.asarray(tangents[0][index])
+
+    def interval(self, x, index):
+        """The box's corners, read at ``index`` (exact)."""
+        return monotone_interval(lambda v: self.forward(v, index)[0], x)
 
 
 index = register(Index())
@@ -202,6 +215,10 @@ class Alias(Op):
     def jvp(self, primals, tangents):
         return primals[0], tangents[0]
 
+    def interval(self, x):
+        """The same box."""
+        return x
+
 
 alias = register(Alias())
 
@@ -232,6 +249,11 @@ class Cast(Op):
 
     def jvp(self, primals, tangents, dtype):
         return primals[0].astype(dtype), tangents[0].astype(dtype)
+
+    def interval(self, x, dtype):
+        """The corners, converted: float64 -> float32 rounds to nearest, which keeps the order,
+        and float32 -> float64 is exact."""
+        return monotone_interval(lambda v: v.astype(dtype), x)
 
 
 cast = register(Cast())
