@@ -1,4 +1,4 @@
-"""The ``graphm`` command: ``graphm train``, ``graphm info``, ``graphm bench``.
+"""The ``graphm`` command: ``graphm train``, ``graphm info``, ``graphm bench``, ``graphm certify``.
 
 ``graphm train`` with no arguments trains a small convolutional network on the 8x8 digits that
 ship with graphm and prints its test accuracy; ``--model autoencoder`` trains a convolutional
@@ -396,7 +396,7 @@ def build_parser():
         prog="graphm", description="graphm: train and inspect small convolutional networks.",
         epilog="Exit status: 0 done, 1 failed at run time, 2 bad arguments, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"graphm {graphm.__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{train,info,bench}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,info,bench,certify}")
     commands.required = True
 
     t = commands.add_parser("train", help="train a CNN (or an autoencoder) and write plots",

@@ -216,7 +216,7 @@ def test_bench_runs_the_training_benchmark(capsys):
 def test_python_dash_m_and_console_script():
     result = subprocess.run([sys.executable, "-m", "graphm", "--help"], capture_output=True,
                             text=True, check=True)
-    assert "{train,info,bench}" in result.stdout
+    assert "{train,info,bench,certify}" in result.stdout
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,7 +552,9 @@ def test_models_and_training_live_in_the_library():
     import re
     assert not any(hasattr(cli, name) for name in ("make_cnn", "make_autoencoder", "Runner"))
     root = pathlib.Path(__file__).resolve().parent.parent
-    pattern = re.compile(r"from graphm\.cli import|from graphm import cli\b|graphm\.cli\.\w")
+    # (running the command itself, ``from graphm.cli import main``, is what a test of it does)
+    pattern = re.compile(r"from graphm\.cli import (?!main\b)|from graphm import cli\b|"
+                         r"graphm\.cli\.(?!main\b)\w")
     offenders = [str(path.relative_to(root)) for folder in ("tutorials", "benchmarks", "tests",
                                                             "examples")
                  for path in sorted((root / folder).rglob("*.py"))
