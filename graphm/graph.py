@@ -28,10 +28,12 @@ import numbers
 
 import numpy as np
 
-from graphm import functional as F
+from graphm import engine
 from graphm import ops
 from graphm.ops.base import FLOAT_DTYPES, format_shape
+from graphm.ops.bindings import BINDINGS, METHODS, bind, bind_method
 from graphm.functional._checks import check_shape
+from graphm.surface import ArraySurface
 
 __all__ = ["GraphM", "Var", "Program"]
 
@@ -47,8 +49,15 @@ class _Node:
         self.inputs, self.shape, self.dtype, self.value = tuple(inputs), shape, dtype, value
 
 
-class Var:
+class Var(ArraySurface):
     """A value in a GraphM under construction: its shape and dtype are known, its numbers not.
+
+    A Var has every method and operator of a :class:`graphm.Tensor` (both inherit them from
+    :class:`graphm.surface.ArraySurface`): each one adds a node to the graph. What needs the
+    numbers (``item()``, ``numpy()``, ``argmax()``, ``max()``, ``bool(v)``) raises a TypeError at
+    build time, and so does the tape's own API (``backward()``, ``.grad``): a compiled program
+    is differentiated with :meth:`Program.vjp`, :meth:`Program.jvp`, or as a Program with
+    :meth:`Program.vjp_program` and :meth:`Program.jvp_program`.
 
     Attributes
     ----------
@@ -59,11 +68,28 @@ class Var:
     dtype : numpy dtype
     """
 
-    __graphm_tensor__ = True      # graphm.functional routes calls with Vars here
-    __array_ufunc__ = None        # ndarray + Var calls Var.__radd__
-
     def __init__(self, graph, index):
         self.graph, self.index = graph, index
+
+    # -- the two hooks of the shared surface (graphm/surface.py) ------------------------------
+
+    @staticmethod
+    def _graphm_apply(op, inputs, attrs):
+        """Record one op as an SSA node of the graph the Vars belong to."""
+        graphs = {v.graph for v in inputs if isinstance(v, Var)}
+        if len(graphs) != 1:
+            raise ValueError(f"{op.name}: the Vars come from {len(graphs)} different GraphMs; "
+                             "an op can only combine Vars of one graph")
+        return graphs.pop()._add(op, inputs, {} if attrs is None else attrs)
+
+    def _values(self, what):
+        raise TypeError(f"{what} on {self!r}: a Var is a value of a graph being built, and its "
+                        "numbers exist only when the compiled Program runs (call the Program, "
+                        "or compute this eagerly on a Tensor)")
+
+    _from_values = None          # never reached: _values raises first
+
+    # -- what it is -----------------------------------------------------------------------------
 
     @property
     def _node(self):
@@ -78,161 +104,65 @@ class Var:
         return self._node.dtype
 
     @property
-    def ndim(self):
-        return len(self._node.shape)
-
-    @property
     def name(self):
         """The input's or param's name; ``%<index>`` for an op's result."""
         return self._node.name or f"%{self.index}"
 
     @property
-    def T(self):
-        return self.permute(*reversed(range(self.ndim)))
+    def is_leaf(self):
+        """True for an input, param or constant (not made by an op)."""
+        return self._node.kind != "op"
 
-    def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
+    @property
+    def grad_fn(self):
+        """The name of the op that made this Var (None for a leaf), as on a Tensor."""
+        return self._node.op.name if self._node.kind == "op" else None
+
+    @property
+    def requires_grad(self):
+        """Does the Var carry a derivative (a float value)? The Program decides which leaves
+        are differentiated: every float input and param."""
+        return self.dtype in FLOAT_DTYPES
 
     def __repr__(self):
         return f"Var({self.name}: {format_shape(self.shape, self.dtype)})"
 
-    @staticmethod
-    def _graphm_apply(op, inputs, attrs):
-        graphs = {v.graph for v in inputs if isinstance(v, Var)}
-        if len(graphs) != 1:
-            raise ValueError(f"{op.name}: the Vars come from {len(graphs)} different GraphMs; "
-                             "an op can only combine Vars of one graph")
-        return graphs.pop()._add(op, inputs, attrs)
+    # -- the tape's API, which a graph does not have ---------------------------------------------
 
-    def __add__(self, other):
-        return self.graph.add(self, other)
+    def _no_tape(self, what):
+        raise TypeError(f"{what} on {self!r}: a GraphM has no tape; differentiate the compiled "
+                        "program instead (Program.grad / vjp / jvp, or Program.vjp_program() "
+                        "for the gradient as a Program)")
 
-    def __radd__(self, other):
-        return self.graph.add(other, self)
+    @property
+    def data(self):
+        return self._values(".data")
 
-    def __sub__(self, other):
-        return self.graph.sub(self, other)
+    @property
+    def grad(self):
+        return self._no_tape(".grad")
 
-    def __rsub__(self, other):
-        return self.graph.sub(other, self)
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Not for a Var: see :meth:`Program.vjp_program` (raises TypeError)."""
+        self._no_tape("backward()")
 
-    def __mul__(self, other):
-        return self.graph.mul(self, other)
+    def requires_grad_(self, requires_grad=True):
+        """Not for a Var (raises TypeError): every float input and param is differentiated."""
+        self._no_tape("requires_grad_()")
 
-    def __rmul__(self, other):
-        return self.graph.mul(other, self)
+    def retain_grad(self):
+        """Not for a Var (raises TypeError): list the Var among the Program's outputs."""
+        self._no_tape("retain_grad()")
 
-    def __truediv__(self, other):
-        return self.graph.div(self, other)
+    def zero_grad(self, set_to_none=True):
+        """Not for a Var (raises TypeError)."""
+        self._no_tape("zero_grad()")
 
-    def __rtruediv__(self, other):
-        return self.graph.div(other, self)
-
-    def __matmul__(self, other):
-        return self.graph.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return self.graph.matmul(other, self)
-
-    def __neg__(self):
-        return self.graph.neg(self)
-
-    def __pos__(self):
-        return self
-
-    def __pow__(self, exponent):
-        return self.graph.pow(self, exponent)
-
-    def pow(self, exponent):
-        return self ** exponent
-
-    def __len__(self):
-        if self.ndim == 0:
-            raise TypeError("len() of a 0-d Var")
-        return self.shape[0]
-
-    def numel(self):
-        """The number of entries (known when the graph is built)."""
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def to(self, target):
-        """``v.to(dtype)`` converts float32 <-> float64 (the op ``cast``); ``v.to("cpu")`` is
-        ``v``: graphm runs on the CPU only."""
-        if isinstance(target, str) and (target == "cpu" or target.startswith("cpu:")):
-            return self
-        try:
-            dtype = np.dtype(target)
-        except TypeError:
-            raise ValueError(f"to({target!r}): graphm runs on the CPU only; use 'cpu' or a "
-                             "dtype (float32, float64)") from None
-        if dtype == self.dtype:
-            return self
-        return self.graph._add(ops.cast, (self,), {"dtype": dtype.name})
-
-    def float(self):
-        return self.to(np.float32)
-
-    def double(self):
-        return self.to(np.float64)
-
-    def __getitem__(self, index):
-        return self.graph.index(self, index)
-
-    add, sub, mul, div, neg = __add__, __sub__, __mul__, __truediv__, __neg__
-
-    def exp(self):
-        return self.graph.exp(self)
-
-    def log(self):
-        return self.graph.log(self)
-
-    def relu(self):
-        return self.graph.relu(self)
-
-    def sigmoid(self):
-        return self.graph.sigmoid(self)
-
-    def tanh(self):
-        return self.graph.tanh(self)
-
-    def matmul(self, other):
-        return self.graph.matmul(self, other)
-
-    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return self.graph.sum(self, dim if axis is None else axis,
-                              keepdim if keepdims is None else keepdims)
-
-    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return self.graph.mean(self, dim if axis is None else axis,
-                               keepdim if keepdims is None else keepdims)
-
-    def reshape(self, *shape):
-        return self.graph.reshape(self, _shape_arguments(shape))
-
-    view = reshape
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        return self.graph.flatten(self, start_dim, end_dim)
-
-    def permute(self, *dims):
-        return self.graph.permute(self, _shape_arguments(dims))
-
-    def transpose(self, dim0, dim1):
-        return self.graph.transpose(self, dim0, dim1)
-
-    def softmax(self, dim):
-        return self.graph.softmax(self, dim)
-
-    def log_softmax(self, dim):
-        return self.graph.log_softmax(self, dim)
+    def detach(self):
+        """Not for a Var (raises TypeError): a graph value cannot leave the graph."""
+        self._no_tape("detach()")
 
     __hash__ = object.__hash__
-
-
-def _shape_arguments(values):
-    if len(values) == 1 and isinstance(values[0], (tuple, list)):
-        values = values[0]
-    return tuple(values)
 
 
 def _check_shape(name, shape):
@@ -242,16 +172,33 @@ def _check_shape(name, shape):
 
 
 def _functional_method(name):
-    """A GraphM method that is exactly ``graphm.functional.<name>`` applied to Vars."""
-    function = getattr(F, name)
+    """A GraphM method that is exactly ``graphm.functional.<name>`` applied to Vars (its
+    signature and docstring are the functional's; the op comes from ops/bindings.py)."""
+    from graphm import functional
+
+    function = getattr(functional, name)
+    numpy_function = function.numpy_function
 
     @functools.wraps(function)
     def method(self, *args, **kwargs):
-        op, inputs, attrs = ops.bind(name, function.numpy_function, args, kwargs)
+        op, inputs, attrs = bind(name, numpy_function, args, kwargs)
         return self._add(op, inputs, attrs)
 
     method.__doc__ = (f"``graphm.functional.{name}`` as a graph op (same arguments, Vars in "
                       f"place of arrays).\n\n" + (function.__doc__ or ""))
+    return method
+
+
+def _bound_method(name):
+    """A GraphM method for the op bound to ``name`` in ``graphm.ops.bindings.METHODS``."""
+    binder = METHODS[name]
+
+    @functools.wraps(binder)
+    def method(self, *args, **kwargs):
+        op, inputs, attrs = bind_method(name, args, kwargs)
+        return self._add(op, inputs, attrs)
+
+    method.__name__ = method.__qualname__ = name
     return method
 
 
@@ -302,26 +249,18 @@ class GraphM:
 
     # -- ops ------------------------------------------------------------------------------------
 
-    def _lift(self, value, dtype, differentiable):
-        """A Var for an operand: this graph's Vars pass through, other values become constants
-        (a scalar takes the float dtype of the op's Vars, as in eager mode)."""
-        if value is None or (isinstance(value, Var) and value.graph is self):
-            return value
+    def _is_value(self, value):
+        """Is ``value`` a Var of this graph? (A Var of another graph is an error.)"""
         if isinstance(value, Var):
-            raise ValueError(f"{value!r} belongs to another GraphM")
-        if getattr(value, "__graphm_tensor__", False):
-            raise TypeError("cannot use an eager graphm Tensor inside a GraphM; pass its values "
-                            "as an input or param (or tensor.numpy() as a constant)")
-        array = np.asarray(value)
-        if dtype is not None and differentiable and (array.ndim == 0 or array.dtype.kind in "biu"):
-            array = array.astype(dtype)
-        return self.constant(array)
+            if value.graph is not self:
+                raise ValueError(f"{value!r} belongs to another GraphM")
+            return True
+        return False
 
     def _add(self, op, inputs, attrs):
-        """Append ``op(*inputs, **attrs)``: run its dtype and shape rules now (ShapeError)."""
-        dtype = next((v.dtype for v in inputs if isinstance(v, Var) and v.dtype in FLOAT_DTYPES),
-                     None)
-        inputs = [self._lift(v, dtype, op.differentiable(i)) for i, v in enumerate(inputs)]
+        """Append ``op(*inputs, **attrs)``: lift the operands (:func:`graphm.engine.lift`, as
+        eager mode does) and run the op's dtype and shape rules now (ShapeError)."""
+        inputs = engine.lift(op, inputs, self._is_value, self.constant, "Var")
         nodes = [None if v is None else self._nodes[v.index] for v in inputs]
         shape, out_dtype = op.infer([None if n is None else n.shape for n in nodes],
                                     [None if n is None else n.dtype for n in nodes], attrs)
@@ -393,84 +332,15 @@ class GraphM:
     convTranspose = conv_transpose
     convTranspose2d = conv_transpose2d
 
-    # Arithmetic, reductions and reshaping.
-
-    def add(self, a, b):
-        """``a + b`` (broadcasting)."""
-        return self._add(ops.add, (a, b), {})
-
-    def sub(self, a, b):
-        """``a - b`` (broadcasting)."""
-        return self._add(ops.sub, (a, b), {})
-
-    def mul(self, a, b):
-        """``a * b`` (broadcasting)."""
-        return self._add(ops.mul, (a, b), {})
-
-    def div(self, a, b):
-        """``a / b`` (broadcasting)."""
-        return self._add(ops.div, (a, b), {})
-
-    def neg(self, x):
-        """``-x``."""
-        return self._add(ops.neg, (x,), {})
-
-    def pow(self, x, exponent):
-        """``x ** exponent`` for a constant number ``exponent``."""
-        if isinstance(exponent, (np.generic, np.ndarray)) and np.ndim(exponent) == 0:
-            exponent = exponent.item()
-        return self._add(ops.pow, (x,), {"exponent": exponent})
-
-    def exp(self, x):
-        """``e ** x``, elementwise."""
-        return self._add(ops.exp, (x,), {})
-
-    def log(self, x):
-        """Natural logarithm, elementwise."""
-        return self._add(ops.log, (x,), {})
-
-    def matmul(self, a, b):
-        """``a @ b`` with NumPy's matmul rules."""
-        return self._add(ops.matmul, (a, b), {})
-
-    def sum(self, x, axis=None, keepdims=False):
-        """Sum over ``axis`` (int, tuple, or None for all)."""
-        return self._add(ops.sum, (x,), {"axis": _axis(axis), "keepdims": bool(keepdims)})
-
-    def mean(self, x, axis=None, keepdims=False):
-        """Mean over ``axis`` (int, tuple, or None for all)."""
-        return self._add(ops.mean, (x,), {"axis": _axis(axis), "keepdims": bool(keepdims)})
-
-    def reshape(self, x, shape):
-        """The same values in a new shape (one ``-1`` is inferred)."""
-        return self._add(ops.reshape, (x,), {"shape": tuple(shape)})
-
-    def flatten(self, x, start_dim=0, end_dim=-1):
-        """Merge the axes ``start_dim..end_dim`` (a reshape), as ``torch.flatten``."""
-        return self.reshape(x, ops.flatten_shape(self._var(x).shape, start_dim, end_dim))
-
-    def permute(self, x, dims):
-        """Reorder the axes: ``y.shape[i] == x.shape[dims[i]]``."""
-        return self._add(ops.permute, (x,), {"dims": tuple(dims)})
-
-    def transpose(self, x, dim0, dim1):
-        """Swap two axes (a permute)."""
-        dims = list(range(self._var(x).ndim))
-        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
-        return self.permute(x, dims)
-
-    def index(self, x, index):
-        """``x[index]`` (NumPy basic or advanced indexing)."""
-        return self._add(ops.index, (x,), {"index": index})
-
     def _var(self, x):
         if not isinstance(x, Var) or x.graph is not self:
             raise TypeError(f"expected a Var of this GraphM, got {x!r}")
         return x
 
-    # Everything in graphm.functional with PyTorch's names (relu, max_pool2d, linear,
-    # cross_entropy, ...) is added below by _functional_method, with graphm.functional's
-    # signature and docstring.
+    # Every other op is a method generated from the bindings (graphm/ops/bindings.py), below:
+    # the graphm.functional names with their signature and docstring (relu, max_pool2d, linear,
+    # cross_entropy, ...), and the method bindings (add, sub, mul, div, neg, pow, exp, log,
+    # matmul, sum, mean, reshape, flatten, permute, transpose, index, ...).
 
     # -- compile --------------------------------------------------------------------------------
 
@@ -482,15 +352,22 @@ class GraphM:
         return f"<GraphM with {len(self._nodes)} nodes>"
 
 
-def _axis(axis):
-    return tuple(axis) if isinstance(axis, list) else axis
+def _same(i):
+    return i
 
 
-for _name in ("relu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "linear",
-              "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
-              "avg_pool3d", "cross_entropy", "nll_loss", "mse_loss"):
-    setattr(GraphM, _name, _functional_method(_name))
-del _name
+def _generate_methods():
+    """Give GraphM one method per binding that it does not define itself (the convolutions
+    keep TorchLean's argument order, kernel first, and are written above)."""
+    for name in BINDINGS:
+        if name not in GraphM.__dict__:
+            setattr(GraphM, name, _functional_method(name))
+    for name in METHODS:
+        if name not in GraphM.__dict__:
+            setattr(GraphM, name, _bound_method(name))
+
+
+_generate_methods()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -649,15 +526,15 @@ class Program:
             if i in self._differentiable:
                 cotangent = cotangent.astype(self._nodes[i].dtype, copy=False)
                 pending[i] = pending[i] + cotangent if i in pending else cotangent
-        for i in reversed(self._steps):
-            g = pending.pop(i, None)
-            if g is None:
-                continue
+        differentiable = self._differentiable
+
+        def pull(i, g):                 # one step of the sweep (graphm/engine.py)
             node = self._nodes[i]
             grads = node.op.vjp(residuals.pop(i), g, **node.attrs)
-            for j, grad in zip(node.inputs, grads):
-                if j is not None and grad is not None and j in self._differentiable:
-                    pending[j] = pending[j] + grad if j in pending else grad
+            return [(j, grad) for j, grad in zip(node.inputs, grads)
+                    if j is not None and grad is not None and j in differentiable]
+
+        pending = engine.reverse_sweep(self._steps, pending, pull, key=_same)
         grads = {}
         for i in self._leaves:
             node = self._nodes[i]
@@ -701,10 +578,8 @@ class Program:
             args = [None if j is None else values[j] for j in node.inputs]
             dargs = [None if j is None else tangent.get(j) for j in node.inputs]
             if any(d is not None for d in dargs):
-                filled = [(d if d is not None else np.zeros_like(a))
-                          if a is not None and node.op.differentiable(k) else None
-                          for k, (a, d) in enumerate(zip(args, dargs))]
-                out, tangent[i] = node.op.jvp(args, filled, **node.attrs)
+                out, tangent[i] = node.op.jvp(args, engine.fill_tangents(node.op, args, dargs),
+                                              **node.attrs)
                 tangent[i] = np.asarray(tangent[i])
             else:
                 out, _ = node.op.forward(*args, **node.attrs)
