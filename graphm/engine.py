@@ -29,7 +29,7 @@ import numpy as np
 from graphm.ops.base import FLOAT_DTYPES
 
 __all__ = ["operand_dtype", "constant_operand", "lift", "fill_tangents", "topological_order",
-           "reverse_sweep", "accumulate"]
+           "reverse_sweep", "accumulate", "saved_residuals"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,3 +171,24 @@ def reverse_sweep(order, seeds, pull, key=id, visit=None):
         for parent, gradient in pull(vertex, g):
             accumulate(pending, parent, gradient)
     return pending
+
+
+def saved_residuals(residuals, arrays, out, out_array):
+    """Which residuals of an op's forward pass are the op's inputs or output:
+    ``((position, input index or "out"), ...)`` (the single residual of a non-tuple is at
+    position 0). Found by identity, so it costs a few
+    comparisons. The tape turns exactly these back into Tensors (``Node.residuals_as_tensors``)
+    and a derivative Program into Vars, so that a rule run on them is recorded."""
+    items = residuals if isinstance(residuals, tuple) else (residuals,)
+    saved = []
+    for position, item in enumerate(items):
+        if not isinstance(item, np.ndarray):
+            continue
+        if item is out or item is out_array:
+            saved.append((position, "out"))
+            continue
+        for index, array in enumerate(arrays):
+            if item is array:
+                saved.append((position, index))
+                break
+    return tuple(saved)

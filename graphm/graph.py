@@ -30,7 +30,7 @@ import numpy as np
 
 from graphm import engine
 from graphm import ops
-from graphm.ops.base import FLOAT_DTYPES, format_shape
+from graphm.ops.base import FLOAT_DTYPES, Op, format_shape
 from graphm.ops.bindings import BINDINGS, METHODS, bind, bind_method
 from graphm.functional._checks import check_shape
 from graphm.surface import ArraySurface
@@ -39,14 +39,52 @@ __all__ = ["GraphM", "Var", "Program"]
 
 
 class _Node:
-    """One SSA node: an input, a param, a constant, or an op applied to earlier nodes."""
+    """One SSA node: an input, a param, a constant, or an op applied to earlier nodes.
 
-    __slots__ = ("kind", "name", "op", "attrs", "inputs", "shape", "dtype", "value")
+    ``attr_inputs`` lists ``(attribute name, node)`` for attributes whose value is another
+    node's value, known only when the program runs: a derivative program reads max pooling's
+    winners that way (``max_pool_scatter(%g) winners=%7``).
+    """
+
+    __slots__ = ("kind", "name", "op", "attrs", "inputs", "shape", "dtype", "value",
+                 "attr_inputs")
 
     def __init__(self, kind, shape, dtype, *, name=None, op=None, attrs=None, inputs=(),
-                 value=None):
+                 value=None, attr_inputs=()):
         self.kind, self.name, self.op, self.attrs = kind, name, op, attrs or {}
         self.inputs, self.shape, self.dtype, self.value = tuple(inputs), shape, dtype, value
+        self.attr_inputs = tuple(attr_inputs)
+
+    def reads(self):
+        """Every node whose value this one reads (inputs and run-time attributes)."""
+        return [j for j in self.inputs if j is not None] + [j for _, j in self.attr_inputs]
+
+
+class _Residual(Op):
+    r"""What an op's forward pass hands to its ``vjp`` (a ReLU's mask, max pooling's winners, a
+    loss's target distribution), as a value of a derivative program.
+
+    Most residuals are an op's inputs or output, which a derivative program reads directly;
+    the others depend on the numbers, so this node recomputes them when the program runs, from
+    the same inputs (``%m = residual[relu](%h)``). They carry no derivative: in the second
+    derivative they are constants, as they are on the eager tape (a mask's derivative is 0).
+    """
+    name = "residual"
+
+    def differentiable(self, index):
+        return False
+
+    def infer(self, shapes, dtypes, attrs):
+        return tuple(attrs["shape"]), np.dtype(attrs["dtype"])
+
+    def forward(self, *xs, of, of_attrs, item, shape, dtype):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            _, residuals = of.forward(*xs, **of_attrs)
+        value = residuals if item is None else residuals[item]
+        return np.asarray(value).astype(dtype, copy=False), None
+
+
+_RESIDUAL = _Residual()
 
 
 class Var(ArraySurface):
@@ -261,12 +299,29 @@ class GraphM:
         """Append ``op(*inputs, **attrs)``: lift the operands (:func:`graphm.engine.lift`, as
         eager mode does) and run the op's dtype and shape rules now (ShapeError)."""
         inputs = engine.lift(op, inputs, self._is_value, self.constant, "Var")
+        dtype = engine.operand_dtype(inputs, self._is_value)
+        for k, v in enumerate(inputs):
+            # a residual that eager mode would hold as an array (a bool mask, a NumPy scalar)
+            # converts as a constant operand would (engine.constant_operand)
+            if (v is not None and self._nodes[v.index].op is _RESIDUAL and dtype is not None
+                    and op.differentiable(k) and v.dtype != dtype
+                    and (v.ndim == 0 or v.dtype.kind in "biu")):
+                inputs[k] = self._recast(v, dtype)
         nodes = [None if v is None else self._nodes[v.index] for v in inputs]
         shape, out_dtype = op.infer([None if n is None else n.shape for n in nodes],
                                     [None if n is None else n.dtype for n in nodes], attrs)
-        self._nodes.append(_Node("op", shape, out_dtype, op=op, attrs=dict(attrs),
-                                 inputs=[None if v is None else v.index for v in inputs]))
+        attr_inputs = [(k, v.index) for k, v in attrs.items()
+                       if isinstance(v, Var) and self._is_value(v)]
+        static = {k: v for k, v in attrs.items() if not isinstance(v, Var)}
+        self._nodes.append(_Node("op", shape, out_dtype, op=op, attrs=static,
+                                 inputs=[None if v is None else v.index for v in inputs],
+                                 attr_inputs=attr_inputs))
         return Var(self, len(self._nodes) - 1)
+
+    def _recast(self, residual, dtype):
+        node = self._nodes[residual.index]
+        return self._add(_RESIDUAL, [None if j is None else Var(self, j) for j in node.inputs],
+                         {**node.attrs, "dtype": np.dtype(dtype).name})
 
     # Convolutions: TorchLean's names and argument order (kernel, bias, input).
 
@@ -356,6 +411,21 @@ def _same(i):
     return i
 
 
+def _leaf_var(graph, node):
+    """The Var of ``graph`` for the input or param named like ``node`` (made if absent)."""
+    for index, candidate in enumerate(graph._nodes):
+        if candidate.kind == node.kind and candidate.name == node.name:
+            return Var(graph, index)
+    return graph._leaf(node.kind, node.name, node.shape, node.dtype)
+
+
+def _attributes(node, values):
+    """A node's attributes, with those that are other nodes' values read from ``values``."""
+    if not node.attr_inputs:
+        return node.attrs
+    return {**node.attrs, **{key: values[j] for key, j in node.attr_inputs}}
+
+
 def _generate_methods():
     """Give GraphM one method per binding that it does not define itself (the convolutions
     keep TorchLean's argument order, kernel first, and are written above)."""
@@ -383,7 +453,7 @@ class Program:
     Graphviz drawing.
     """
 
-    def __init__(self, graph, outputs):
+    def __init__(self, graph, outputs, output_names=None):
         self._single = isinstance(outputs, Var)
         outputs = [outputs] if self._single else list(outputs)
         if not outputs or not all(isinstance(v, Var) and v.graph is graph for v in outputs):
@@ -391,13 +461,17 @@ class Program:
                             "this GraphM")
         self._nodes = list(graph._nodes)          # later additions to the graph do not leak in
         self._outputs = [v.index for v in outputs]
+        if output_names is not None and len(output_names) != len(outputs):
+            raise ValueError(f"{len(output_names)} output names for {len(outputs)} outputs")
+        self._output_names = None if output_names is None else list(output_names)
+        self._cotangent_names = []
         live = set()
         stack = list(self._outputs)
         while stack:
             i = stack.pop()
             if i not in live:
                 live.add(i)
-                stack.extend(j for j in self._nodes[i].inputs if j is not None)
+                stack.extend(self._nodes[i].reads())
         self._live = sorted(live)
         self._steps = [i for i in self._live if self._nodes[i].kind == "op"]
         self._leaves = [i for i in self._live if self._nodes[i].kind in ("input", "param")]
@@ -415,15 +489,25 @@ class Program:
         # When each value is last read, so that the forward pass can let it go.
         last_use = {}
         for i in self._steps:
-            for j in self._nodes[i].inputs:
-                if j is not None:
-                    last_use[j] = i
+            for j in self._nodes[i].reads():
+                last_use[j] = i
         self._release = {i: [] for i in self._steps}
         for j, i in last_use.items():
             if j not in self._outputs:
                 self._release[i].append(j)
 
     # -- signature ------------------------------------------------------------------------------
+
+    def _output_name(self, k):
+        if self._output_names is not None:
+            return self._output_names[k]
+        return "output" if self._single else f"output_{k}"
+
+    @property
+    def output_names(self):
+        """One name per output, in order (``grad_w``, ``tangent_out``, ... for a derivative
+        program; ``output`` or ``output_0``, ... otherwise)."""
+        return [self._output_name(k) for k in range(len(self._outputs))]
 
     @property
     def inputs(self):
@@ -473,10 +557,11 @@ class Program:
         for i in self._steps:
             node = self._nodes[i]
             args = [None if j is None else values[j] for j in node.inputs]
-            out, res = node.op.forward(*args, **node.attrs)
+            attrs = _attributes(node, values)
+            out, res = node.op.forward(*args, **attrs)
             values[i] = self._checked(node, i, out)
             if keep_residuals and i in self._differentiable:
-                residuals[i] = res
+                residuals[i] = res, attrs
             for j in self._release[i]:
                 values.pop(j, None)
         return residuals
@@ -500,8 +585,21 @@ class Program:
         return arrays[0] if self._single else tuple(arrays)
 
     def __call__(self, values=None, /, **inputs):
-        """Evaluate the outputs: ``prog(x=..., w=...)`` or ``prog({"x": ..., "w": ...})``."""
-        values = self._initial_values({**(values or {}), **inputs})
+        """Evaluate the outputs: ``prog(x=..., w=...)`` or ``prog({"x": ..., "w": ...})``.
+
+        Given Vars of a GraphM being built (for some or all of the inputs and params; arrays
+        or numbers for the rest), the program is not run but *inlined*: its nodes are added to
+        that graph and the outputs come back as Vars. So a Program (a derivative program among
+        them) is a function that other graphs can call.
+        """
+        arguments = {**(values or {}), **inputs}
+        graphs = {v.graph for v in arguments.values() if isinstance(v, Var)}
+        if graphs:
+            if len(graphs) != 1:
+                raise ValueError(f"calling a Program with Vars of {len(graphs)} different "
+                                 "GraphMs; the Vars must come from one graph")
+            return self._inline(graphs.pop(), arguments)
+        values = self._initial_values(arguments)
         self._forward(values, keep_residuals=False)
         return self._result([values[i] for i in self._outputs])
 
@@ -529,8 +627,9 @@ class Program:
         differentiable = self._differentiable
 
         def pull(i, g):                 # one step of the sweep (graphm/engine.py)
+            res, attrs = residuals.pop(i)
             node = self._nodes[i]
-            grads = node.op.vjp(residuals.pop(i), g, **node.attrs)
+            grads = node.op.vjp(res, g, **attrs)
             return [(j, grad) for j, grad in zip(node.inputs, grads)
                     if j is not None and grad is not None and j in differentiable]
 
@@ -576,13 +675,14 @@ class Program:
         for i in self._steps:
             node = self._nodes[i]
             args = [None if j is None else values[j] for j in node.inputs]
+            attrs = _attributes(node, values)
             dargs = [None if j is None else tangent.get(j) for j in node.inputs]
             if any(d is not None for d in dargs):
                 out, tangent[i] = node.op.jvp(args, engine.fill_tangents(node.op, args, dargs),
-                                              **node.attrs)
+                                              **attrs)
                 tangent[i] = np.asarray(tangent[i])
             else:
-                out, _ = node.op.forward(*args, **node.attrs)
+                out, _ = node.op.forward(*args, **attrs)
             values[i] = self._checked(node, i, out)
             for j in self._release[i]:
                 values.pop(j, None)
@@ -592,6 +692,257 @@ class Program:
                            np.zeros(self._nodes[i].shape, self._nodes[i].dtype)
                            for i in self._outputs]
         return self._result(outputs), self._result(output_tangents)
+
+    # -- derivatives as Programs ----------------------------------------------------------------
+    #
+    # The reverse sweep of graphm/engine.py, run with Vars for cotangents: every op's vjp rule,
+    # written with graphm ops, then *records* its gradient as nodes of a new GraphM instead of
+    # computing it. What comes out is an ordinary Program: it prints, draws, runs, and can be
+    # differentiated again.
+
+    def _copy_into(self, graph, leaf):
+        """Add this program's live nodes to ``graph``; ``leaf(node)`` gives the Var standing for
+        an input or param. Returns ``{node index: Var}``."""
+        var_of = {}
+        for i in self._live:
+            node = self._nodes[i]
+            if node.kind in ("input", "param"):
+                var_of[i] = leaf(node)
+            elif node.kind == "const":
+                var_of[i] = graph.constant(node.value)
+            else:
+                attrs = {**node.attrs, **{k: var_of[j] for k, j in node.attr_inputs}}
+                var_of[i] = graph._add(node.op, [None if j is None else var_of[j]
+                                                 for j in node.inputs], attrs)
+        return var_of
+
+    def _inline(self, graph, arguments):
+        """The outputs as Vars of ``graph``, with the program's leaves bound to ``arguments``."""
+        known = {n.name for n in self._nodes if n.kind in ("input", "param")}
+        unknown = sorted(set(arguments) - known)
+        if unknown:
+            raise TypeError(f"unexpected inputs {unknown}; this program takes "
+                            f"{sorted(self.inputs) + sorted(self.params)}")
+
+        def leaf(node):
+            if node.name not in arguments:
+                raise TypeError(f"missing {node.kind} '{node.name}' "
+                                f"({format_shape(node.shape, node.dtype)})")
+            value = arguments[node.name]
+            if not isinstance(value, Var):
+                value = graph.constant(np.asarray(value, dtype=node.dtype))
+            if value.shape != node.shape or value.dtype != node.dtype:
+                raise ValueError(f"{node.kind} '{node.name}' must be "
+                                 f"{format_shape(node.shape, node.dtype)}, got {value!r}")
+            return value
+
+        var_of = self._copy_into(graph, leaf)
+        outputs = [var_of[i] for i in self._outputs]
+        return outputs[0] if self._single else tuple(outputs)
+
+    def _symbolic_residuals(self, graph, i, var_of):
+        """What node ``i``'s forward pass hands its vjp, as Vars of ``graph``: the residuals
+        that are the op's inputs or output are those Vars (as on the eager tape, by identity,
+        engine.saved_residuals); shapes and other data fixed by the shapes stay as they are;
+        residuals that depend on the numbers become ``residual`` nodes, computed at run time.
+        The forward rule is run once on stand-in arrays to learn which is which."""
+        node = self._nodes[i]
+
+        def stand_in(j):
+            n = self._nodes[j]
+            return np.ones(n.shape, n.dtype) if n.dtype.kind == "f" else np.zeros(n.shape, n.dtype)
+
+        arrays = [None if j is None else stand_in(j) for j in node.inputs]
+        attrs = {**node.attrs, **{k: stand_in(j) for k, j in node.attr_inputs}}
+        with np.errstate(all="ignore"):
+            out, residuals = node.op.forward(*arrays, **attrs)
+        saved = dict(engine.saved_residuals(residuals, arrays, out, np.asarray(out)))
+        single = not isinstance(residuals, tuple)
+        items = [residuals] if single else list(residuals)
+        for position, item in enumerate(items):
+            source = saved.get(position)
+            if source == "out":
+                items[position] = var_of[i]
+            elif source is not None:
+                items[position] = var_of[node.inputs[source]]
+            elif isinstance(item, (np.ndarray, np.generic)):
+                if node.attr_inputs:
+                    raise NotImplementedError(
+                        f"vjp_program: op '{node.op.name}' has run-time attributes and "
+                        "residuals that depend on the numbers")
+                item = np.asarray(item)
+                items[position] = graph._add(
+                    _RESIDUAL, [None if j is None else var_of[j] for j in node.inputs],
+                    dict(of=node.op, of_attrs=dict(node.attrs),
+                         item=None if single else position, shape=item.shape,
+                         dtype=item.dtype.name))
+        return items[0] if single else tuple(items)
+
+    def _symbolic_sweep(self, graph, var_of, seeds):
+        """engine.reverse_sweep with Vars: ``seeds`` maps output nodes to cotangent Vars;
+        returns the cotangent Var of every node the sweep reached (leaves included)."""
+        differentiable = self._differentiable
+
+        def pull(i, g):
+            node = self._nodes[i]
+            if not node.op.higher_order:
+                raise NotImplementedError(
+                    f"vjp_program: the vjp rule of op '{node.op.name}' is not written in "
+                    "graphm ops, so its gradient cannot be built as a program")
+            attrs = {**node.attrs, **{k: var_of[j] for k, j in node.attr_inputs}}
+            grads = node.op.vjp(self._symbolic_residuals(graph, i, var_of), g, **attrs)
+            pulled = []
+            for j, grad in zip(node.inputs, grads):
+                if j is None or grad is None or j not in differentiable:
+                    continue
+                parent = self._nodes[j]
+                if not isinstance(grad, Var):      # a rule that returned plain numbers
+                    grad = graph.constant(np.asarray(grad, dtype=parent.dtype))
+                if grad.shape != parent.shape:     # a rule bug, never the user's fault
+                    raise RuntimeError(f"{node.op.name}: vjp gave a gradient of shape "
+                                       f"{grad.shape} for an input of shape {parent.shape}")
+                pulled.append((j, grad))
+            return pulled
+
+        return engine.reverse_sweep(self._steps, seeds, pull, key=_same)
+
+    def _wrt(self, wrt, what):
+        """The float leaves to differentiate, by name (default: every float input and param)."""
+        floats = [i for i in self._leaves if self._nodes[i].dtype in FLOAT_DTYPES]
+        if wrt is None:
+            return floats
+        names = [wrt] if isinstance(wrt, str) else list(wrt)
+        by_name = {self._nodes[i].name: i for i in self._leaves}
+        chosen = []
+        for name in names:
+            if name not in by_name:
+                raise ValueError(f"{what}: wrt names {name!r}, which is not an input or param "
+                                 f"this program uses; it uses {sorted(by_name)}")
+            if self._nodes[by_name[name]].dtype not in FLOAT_DTYPES:
+                raise TypeError(f"{what}: {name!r} is {self._nodes[by_name[name]].dtype}; only "
+                                "float32/float64 values can be differentiated")
+            chosen.append(by_name[name])
+        return chosen
+
+    @staticmethod
+    def _fresh_name(graph, name):
+        while name in graph._names:
+            name += "_"
+        return name
+
+    def _derivative_graph(self):
+        graph = GraphM()
+        var_of = self._copy_into(graph, lambda n: graph._leaf(n.kind, n.name, n.shape, n.dtype))
+        return graph, var_of
+
+    def vjp_program(self, wrt=None, cotangents=None, *, with_outputs=False):
+        r"""The VJP of this program, as a Program: :math:`ar y \mapsto J^	op ar y`.
+
+        Parameters
+        ----------
+        wrt : str or sequence of str, optional
+            The inputs and params to differentiate (default: every float one).
+        cotangents : array or tuple of arrays, optional
+            Fixed cotangents (one per output), built in as constants. By default they are
+            new inputs of the program, ``cotangent`` (one output) or ``cotangent_0``, ...
+        with_outputs : bool, default False
+            Return this program's outputs too, before the gradients.
+
+        Returns
+        -------
+        Program
+            Taking this program's inputs and params (and the cotangents), returning one
+            gradient per ``wrt`` entry, in order (a tuple, or one array for one entry);
+            ``output_names`` says which is which (``grad_w``, ...). Every op's vjp rule is
+            written with graphm ops, so the gradient is itself a graph of graphm ops: a
+            conv's input gradient is a ``conv_transpose`` node, its weight gradient a
+            ``conv_weight_grad`` node. Differentiate it again for second derivatives.
+        """
+        wrt = self._wrt(wrt, "vjp_program")
+        graph, var_of = self._derivative_graph()
+        seeds, cotangent_names = {}, []
+        for k, i in enumerate(self._outputs):
+            node = self._nodes[i]
+            if cotangents is None:
+                name = ("cotangent" if self._single else f"cotangent_{k}") \
+                    if self._output_names is None else f"cotangent_{self._output_names[k]}"
+                seed = graph.input(self._fresh_name(graph, name), node.shape, node.dtype)
+                cotangent_names.append(seed.name)
+            else:
+                given = cotangents if self._single else cotangents[k]
+                array = np.asarray(given, dtype=node.dtype)
+                if array.shape != node.shape:
+                    raise ValueError(f"vjp_program: cotangent {k} must have the output's shape "
+                                     f"{node.shape}, got {array.shape}")
+                if not array.any():             # a zero cotangent contributes nothing
+                    continue
+                seed = graph.constant(array)
+            if i in self._differentiable:
+                engine.accumulate(seeds, i, seed)
+        pending = self._symbolic_sweep(graph, var_of, seeds)
+        grads = [pending[i] if i in pending else
+                 graph.constant(np.zeros(self._nodes[i].shape, self._nodes[i].dtype))
+                 for i in wrt]
+        names = [f"grad_{self._nodes[i].name}" for i in wrt]
+        if with_outputs:
+            grads = [var_of[i] for i in self._outputs] + grads
+            names = [self._output_name(k) for k in range(len(self._outputs))] + names
+        program = Program(graph, grads[0] if len(grads) == 1 else tuple(grads), names)
+        program._cotangent_names = cotangent_names
+        return program
+
+    def grad_program(self, wrt=None, *, with_value=False):
+        """The gradient of the one scalar output as a Program (``vjp_program`` seeded with 1):
+        inputs and params in, ``grad_<name>`` out; with ``with_value``, the value first.
+        A loss program's ``grad_program(with_value=True)`` is a whole training step."""
+        if not self._single or np.prod(self._nodes[self._outputs[0]].shape) != 1:
+            shapes = [self._nodes[i].shape for i in self._outputs]
+            raise ValueError(f"grad_program needs a single one-element output (a loss), this "
+                             f"program returns {shapes if not self._single else shapes[0]}; "
+                             "use vjp_program")
+        node = self._nodes[self._outputs[0]]
+        return self.vjp_program(wrt, np.ones(node.shape, node.dtype), with_outputs=with_value)
+
+    def jvp_program(self, wrt=None, *, with_outputs=False):
+        r"""The JVP of this program, as a Program: :math:`\dot x \mapsto J \dot x`.
+
+        The program takes this program's inputs and params and one tangent per ``wrt`` entry
+        (inputs ``tangent_<name>``), and returns one output tangent per output.
+
+        It is built by transposition, from reverse mode alone: :math:`u \mapsto J^	op u` is
+        linear in :math:`u`, so the VJP of the VJP program with respect to its cotangent,
+        seeded with :math:`\dot x`, is :math:`J \dot x`; the nodes that read :math:`u` are left
+        out, as they do not reach the result. The tangents of nested derivative programs are
+        distinct inputs with distinct names, so they cannot be confused.
+        """
+        wrt = self._wrt(wrt, "jvp_program")
+        transposed = self.vjp_program([self._nodes[i].name for i in wrt])
+        cotangent_names = transposed._cotangent_names
+        graph, var_of = transposed._derivative_graph()
+        for i in self._leaves:      # the primal inputs are accepted even when J does not read them
+            _leaf_var(graph, self._nodes[i])
+        tangent_vars = [graph.input(transposed._fresh_name(graph, f"tangent_{self._nodes[i].name}"),
+                                    self._nodes[i].shape, self._nodes[i].dtype) for i in wrt]
+        seeds = {}
+        for out, tangent in zip(transposed._outputs, tangent_vars):
+            if out in transposed._differentiable:
+                engine.accumulate(seeds, out, tangent)
+        pending = transposed._symbolic_sweep(graph, var_of, seeds)
+        by_name = {transposed._nodes[i].name: i for i in transposed._leaves}
+        outputs = []
+        for k, name in enumerate(cotangent_names):
+            i = by_name.get(name)
+            node = self._nodes[self._outputs[k]]
+            outputs.append(pending[i] if i is not None and i in pending else
+                           graph.constant(np.zeros(node.shape, node.dtype)))
+        names = [f"tangent_out_{k}" if not self._single else "tangent_out"
+                 for k in range(len(outputs))]
+        if with_outputs:
+            values = self._inline(graph, {self._nodes[i].name: _leaf_var(graph, self._nodes[i])
+                                          for i in self._leaves})
+            outputs = ([values] if self._single else list(values)) + outputs
+            names = [self._output_name(k) for k in range(len(self._outputs))] + names
+        return Program(graph, outputs[0] if len(outputs) == 1 else tuple(outputs), names)
 
     # -- looking at it --------------------------------------------------------------------------
 
@@ -619,8 +970,12 @@ class Program:
                      if node.value.size <= 6 else "...")
             return f"{self._ref(i)} = const {shown} : {typ}"
         args = ", ".join("None" if j is None else self._ref(j) for j in node.inputs)
-        attrs = " ".join(f"{k}={self._format_attr(v)}" for k, v in node.attrs.items()
-                         if v is not None)
+        if node.op is _RESIDUAL:       # residual[relu](%h), residual[cross_entropy].1(%z, %t)
+            item = "" if node.attrs["item"] is None else f".{node.attrs['item']}"
+            return f"{self._ref(i)} = residual[{node.attrs['of'].name}]{item}({args}) : {typ}"
+        attrs = [f"{k}={self._format_attr(v)}" for k, v in node.attrs.items() if v is not None]
+        attrs += [f"{k}={self._ref(j)}" for k, j in node.attr_inputs]
+        attrs = " ".join(attrs)
         return f"{self._ref(i)} = {node.op.name}({args}){' ' + attrs if attrs else ''} : {typ}"
 
     def __str__(self):
@@ -644,14 +999,20 @@ class Program:
         for i in self._live:
             node = self._nodes[i]
             title = node.op.name if node.kind == "op" else (node.name or "const")
+            if node.op is _RESIDUAL:
+                title = f"residual[{node.attrs['of'].name}]"
             # names may hold any character: escape the two that end a dot string
             title = title.replace("\\", "\\\\").replace('"', '\\"')
             label = f"{title}\\n{format_shape(node.shape, node.dtype)}"
             lines.append(f'  n{i} [label="{label}", {style[node.kind]}];')
         for i in self._steps:
-            for k, j in enumerate(self._nodes[i].inputs):
+            node = self._nodes[i]
+            names = (node.attrs["of"] if node.op is _RESIDUAL else node.op).inputs
+            for k, j in enumerate(node.inputs):
                 if j is not None:
-                    lines.append(f'  n{j} -> n{i} [label="{self._nodes[i].op.inputs[k]}"];')
+                    lines.append(f'  n{j} -> n{i} [label="{names[k]}"];')
+            for key, j in node.attr_inputs:
+                lines.append(f'  n{j} -> n{i} [label="{key}", style=dashed];')
         for k, i in enumerate(self._outputs):
             lines.append(f'  out{k} [label="output {k}", shape=plaintext];')
             lines.append(f"  n{i} -> out{k};")

@@ -528,25 +528,6 @@ def apply(op, inputs, attrs=None):
         parents = tuple(_vertex(t) if d and t.requires_grad else None
                         for d, t in zip(differentiable, tensors))
         node = Node(op, attrs, parents, residuals, out_array.shape, out_array.dtype,
-                    saved_residuals(residuals, arrays, out, out_array)
+                    engine.saved_residuals(residuals, arrays, out, out_array)
                     if op.higher_order else None)
     return Tensor._wrap(out_array, node, tangent)
-
-
-def saved_residuals(residuals, arrays, out, out_array):
-    """Which residuals are the op's inputs or output: ``((position, input index or "out"), ...)``
-    (the single residual of a non-tuple is position 0). Found by identity, so it costs a few
-    comparisons; ``Node.residuals_as_tensors`` turns exactly these back into Tensors."""
-    items = residuals if isinstance(residuals, tuple) else (residuals,)
-    saved = []
-    for position, item in enumerate(items):
-        if not isinstance(item, np.ndarray):
-            continue
-        if item is out or item is out_array:
-            saved.append((position, "out"))
-            continue
-        for index, array in enumerate(arrays):
-            if item is array:
-                saved.append((position, index))
-                break
-    return tuple(saved)
