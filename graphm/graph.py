@@ -24,7 +24,6 @@ written once can run eagerly on Tensors or be traced into a graph with Vars.
 from __future__ import annotations
 
 import functools
-import numbers
 
 import numpy as np
 
@@ -80,8 +79,13 @@ class _Residual(Op):
     def forward(self, *xs, of, of_attrs, item, shape, dtype):
         with np.errstate(invalid="ignore", divide="ignore"):
             _, residuals = of.forward(*xs, **of_attrs)
+        return self.pick(residuals, item=item, dtype=dtype), None
+
+    @staticmethod
+    def pick(residuals, *, item, dtype, **unused):
+        """Item ``item`` of an op's residuals (all of them for None), as ``dtype``."""
         value = residuals if item is None else residuals[item]
-        return np.asarray(value).astype(dtype, copy=False), None
+        return np.asarray(value).astype(dtype, copy=False)
 
 
 _RESIDUAL = _Residual()
@@ -411,6 +415,12 @@ def _same(i):
     return i
 
 
+def _forward_key(op, inputs, attrs):
+    """Equal for two nodes that run the same forward rule on the same values (the attribute
+    values compared by identity: a derivative program shares its nodes' attribute objects)."""
+    return op, tuple(inputs), tuple(sorted((k, id(v)) for k, v in attrs.items()))
+
+
 def _leaf_var(graph, node):
     """The Var of ``graph`` for the input or param named like ``node`` (made if absent)."""
     for index, candidate in enumerate(graph._nodes):
@@ -495,6 +505,19 @@ class Program:
         for j, i in last_use.items():
             if j not in self._outputs:
                 self._release[i].append(j)
+        # A residual node of a derivative program reads what the forward pass of an op node of
+        # the same program already computed: run that op once and hand its residuals over.
+        self._shared, found = {}, {}
+        for i in self._steps:
+            node = self._nodes[i]
+            if node.op is _RESIDUAL:
+                source = found.get(_forward_key(node.attrs["of"], node.inputs,
+                                                node.attrs["of_attrs"]))
+                if source is not None:
+                    self._shared[i] = source
+            elif not node.attr_inputs:
+                found.setdefault(_forward_key(node.op, node.inputs, node.attrs), i)
+        self._sources = set(self._shared.values())
 
     # -- signature ------------------------------------------------------------------------------
 
@@ -553,13 +576,18 @@ class Program:
 
     def _forward(self, values, keep_residuals):
         """Run every step in order, releasing values after their last use."""
-        residuals = {}
+        residuals, shared = {}, {}
         for i in self._steps:
             node = self._nodes[i]
+            if i in self._shared:            # residuals already computed by op node _shared[i]
+                values[i] = _Residual.pick(shared[self._shared[i]], **node.attrs)
+                continue
             args = [None if j is None else values[j] for j in node.inputs]
             attrs = _attributes(node, values)
             out, res = node.op.forward(*args, **attrs)
             values[i] = self._checked(node, i, out)
+            if i in self._sources:
+                shared[i] = res
             if keep_residuals and i in self._differentiable:
                 residuals[i] = res, attrs
             for j in self._release[i]:
@@ -676,7 +704,8 @@ class Program:
             node = self._nodes[i]
             args = [None if j is None else values[j] for j in node.inputs]
             attrs = _attributes(node, values)
-            dargs = [None if j is None else tangent.get(j) for j in node.inputs]
+            dargs = [None if j is None or not node.op.differentiable(k) else tangent.get(j)
+                     for k, j in enumerate(node.inputs)]
             if any(d is not None for d in dargs):
                 out, tangent[i] = node.op.jvp(args, engine.fill_tangents(node.op, args, dargs),
                                               **attrs)
