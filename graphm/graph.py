@@ -11,15 +11,23 @@ program; run the program, its VJP or its JVP on as many inputs as you like::
     prog = g.compile(loss)
     prog(x=..., w=..., b=...)                            # the value
     prog.grad({"x": ..., "w": ..., "b": ...})            # {"x": dx, "w": dw, "b": db}
+    step = prog.grad_program()                           # the gradient, itself a Program
+    hvp = step.jvp_program()                             # and its derivative: H v
 
 The graph is in SSA form: every op appends one node whose value is written once. An ill-shaped
 op raises :class:`graphm.ShapeError` *while building*, naming the op, the argument and the shapes:
 the Python stand-in for TorchLean's typed shapes. Every op is the one in :mod:`graphm.ops` the
 eager Tensor uses, so both modes compute the same numbers with the same rules.
 
-A ``Var`` behaves like a Tensor for building: ``+ - * / @``, ``.reshape``, ``.sum`` ... and the
-graphm.functional functions (``F.relu(v)``, ``F.max_pool2d(v, 2)``) all add nodes, so a model
-written once can run eagerly on Tensors or be traced into a graph with Vars.
+A ``Var`` has the Tensor's whole operator surface (both inherit graphm.surface.ArraySurface):
+``+ - * / @``, ``.reshape``, ``.sum`` ... and the graphm.functional functions (``F.relu(v)``,
+``F.max_pool2d(v, 2)``) all add nodes, so a model written once can run eagerly on Tensors or be
+traced into a graph with Vars. GraphM's own methods (``g.relu``, ``g.sum``, ...) are generated
+from the op bindings (graphm/ops/bindings.py).
+
+Differentiating runs the one reverse sweep of graphm/engine.py: on arrays in ``prog.vjp``, and
+on Vars in ``prog.vjp_program()``, where each op's vjp rule records its gradient as new nodes:
+the derivative of a Program is a Program, which prints, draws, runs and is differentiated again.
 """
 from __future__ import annotations
 
