@@ -149,8 +149,9 @@ def reverse_sweep(order, seeds, pull, key=id, visit=None):
         ``pull(vertex, g)`` returns ``(parent_key, gradient)`` pairs: ``g``, the total
         cotangent of ``vertex``, pulled back through its op's ``vjp`` rule. Return nothing for a
         vertex that has no op (a leaf).
-    key : callable, default ``id``
-        How a vertex is keyed in ``seeds`` and in what ``pull`` returns.
+    key : callable or None, default ``id``
+        How a vertex is keyed in ``seeds`` and in what ``pull`` returns; None: by itself (the
+        vertices are SSA numbers).
     visit : callable, optional
         ``visit(vertex, g)`` is told each vertex's total cotangent before it is pulled back
         (for ``.grad`` of leaves and the gradients asked for); returning True stops there.
@@ -163,7 +164,7 @@ def reverse_sweep(order, seeds, pull, key=id, visit=None):
     """
     pending = dict(seeds)
     for vertex in reversed(order):
-        g = pending.pop(key(vertex), None)
+        g = pending.pop(vertex if key is None else key(vertex), None)
         if g is None:
             continue
         if visit is not None and visit(vertex, g):

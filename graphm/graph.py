@@ -419,10 +419,6 @@ class GraphM:
         return f"<GraphM with {len(self._nodes)} nodes>"
 
 
-def _same(i):
-    return i
-
-
 def _forward_key(op, inputs, attrs):
     """Equal for two nodes that run the same forward rule on the same values (the attribute
     values compared by identity: a derivative program shares its nodes' attribute objects)."""
@@ -584,17 +580,17 @@ class Program:
 
     def _forward(self, values, keep_residuals):
         """Run every step in order, releasing values after their last use."""
-        residuals, shared = {}, {}
+        residuals, shared, sharing = {}, {}, self._shared
         for i in self._steps:
             node = self._nodes[i]
-            if i in self._shared:            # residuals already computed by op node _shared[i]
-                values[i] = _Residual.pick(shared[self._shared[i]], **node.attrs)
+            if sharing and i in sharing:     # residuals already computed by op node sharing[i]
+                values[i] = _Residual.pick(shared[sharing[i]], **node.attrs)
                 continue
             args = [None if j is None else values[j] for j in node.inputs]
-            attrs = _attributes(node, values)
+            attrs = _attributes(node, values) if node.attr_inputs else node.attrs
             out, res = node.op.forward(*args, **attrs)
             values[i] = self._checked(node, i, out)
-            if i in self._sources:
+            if sharing and i in self._sources:
                 shared[i] = res
             if keep_residuals and i in self._differentiable:
                 residuals[i] = res, attrs
@@ -669,7 +665,7 @@ class Program:
             return [(j, grad) for j, grad in zip(node.inputs, grads)
                     if j is not None and grad is not None and j in differentiable]
 
-        pending = engine.reverse_sweep(self._steps, pending, pull, key=_same)
+        pending = engine.reverse_sweep(self._steps, pending, pull, key=None)
         grads = {}
         for i in self._leaves:
             node = self._nodes[i]
@@ -841,7 +837,7 @@ class Program:
                 pulled.append((j, grad))
             return pulled
 
-        return engine.reverse_sweep(self._steps, seeds, pull, key=_same)
+        return engine.reverse_sweep(self._steps, seeds, pull, key=None)
 
     def _wrt(self, wrt, what):
         """The float leaves to differentiate, by name (default: every float input and param)."""
