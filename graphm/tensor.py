@@ -16,16 +16,15 @@ Nothing here knows a derivative: every rule lives in :mod:`graphm.ops`.
 from __future__ import annotations
 
 import functools
-import numbers
 import threading
 import weakref
 
 import numpy as np
 
-from graphm import ops
+from graphm import engine
 from graphm._random import default_generator
-from graphm.functional import _dispatch
 from graphm.ops.base import FLOAT_DTYPES
+from graphm.surface import ArraySurface, shape_arguments
 
 __all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "zeros", "ones",
            "rand", "randn", "arange", "from_numpy"]
@@ -151,32 +150,16 @@ def _vertex(tensor):
     return tensor._node if tensor._node is not None else tensor
 
 
-def _topological_order(roots, stops=()):
-    """Every Node and leaf reachable from ``roots``, each listed after all its parents.
-
-    An explicit stack instead of recursion: a long chain of ops must not hit Python's limit.
-    Vertices whose id is in ``stops`` are listed but not expanded.
-    """
-    order, visited = [], set()
-    stack = [(root, False) for root in roots]
-    while stack:
-        vertex, expanded = stack.pop()
-        if expanded:
-            order.append(vertex)
-            continue
-        if id(vertex) in visited:
-            continue
-        visited.add(id(vertex))
-        stack.append((vertex, True))
-        if isinstance(vertex, Node) and id(vertex) not in stops:
-            stack.extend((parent, False) for parent in vertex.parents
-                         if parent is not None and id(parent) not in visited)
-    return order
+def _parents(vertex):
+    return vertex.parents if isinstance(vertex, Node) else ()
 
 
 def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt=(),
                   create_graph=False):
     """Reverse-mode sweep over the tape from ``roots`` seeded with ``cotangents``.
+
+    The sweep itself is :func:`graphm.engine.reverse_sweep`, the one a compiled Program uses;
+    this function says what a vertex of the tape is and what happens at a leaf.
 
     Parameters
     ----------
@@ -210,34 +193,31 @@ def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt
 
 
 def _backpropagate(roots, cotangents, retain_graph, accumulate, wrt, create_graph):
-    pending = {}                                    # id(vertex) -> cotangent summed so far
+    seeds = {}                                      # id(vertex) -> cotangent summed so far
     vertices = [_vertex(root) for root in roots]
     for vertex, cotangent in zip(vertices, cotangents):
-        key = id(vertex)
-        pending[key] = pending[key] + cotangent if key in pending else cotangent
+        engine.accumulate(seeds, id(vertex), cotangent)
     wanted = {id(_vertex(t)): None for t in wrt}
     # Only the gradients of ``wrt`` are asked for: nothing upstream of them can contribute.
     stops = wanted if not accumulate else ()
-    for vertex in reversed(_topological_order(vertices, stops)):
-        g = pending.pop(id(vertex), None)
-        if g is None:
-            continue
+
+    def visit(vertex, g):
         if id(vertex) in wanted:
             wanted[id(vertex)] = g
         if isinstance(vertex, Tensor):                   # a leaf: the end of the road
             if accumulate:
                 _accumulate(vertex, g)
-            continue
-        node = vertex
-        if node.freed:
+            return True
+        if vertex.freed:
             raise RuntimeError(
                 "Trying to backward through the graph a second time: the tape was freed by the "
                 "first backward(). Call backward(retain_graph=True) the first time if you need "
                 "to sweep it again.")
-        if accumulate and node.retained is not None and node.retained() is not None:
-            _accumulate(node.retained(), g)
-        if id(node) in stops:
-            continue
+        if accumulate and vertex.retained is not None and vertex.retained() is not None:
+            _accumulate(vertex.retained(), g)
+        return id(vertex) in stops
+
+    def pull(node, g):
         if create_graph:
             if not node.op.higher_order:
                 raise NotImplementedError(
@@ -246,6 +226,7 @@ def _backpropagate(roots, cotangents, retain_graph, accumulate, wrt, create_grap
             grads = node.op.vjp(node.residuals_as_tensors(), g, **node.attrs)
         else:
             grads = node.op.vjp(node.residuals, g, **node.attrs)
+        pulled = []
         for parent, grad in zip(node.parents, grads):
             if parent is None or grad is None:
                 continue
@@ -257,10 +238,13 @@ def _backpropagate(roots, cotangents, retain_graph, accumulate, wrt, create_grap
             if grad.shape != parent.shape:      # a rule bug, never the user's fault
                 raise RuntimeError(f"{node.op.name}: vjp returned a gradient of shape "
                                    f"{grad.shape} for an input of shape {parent.shape}")
-            key = id(parent)
-            pending[key] = pending[key] + grad if key in pending else grad
+            pulled.append((id(parent), grad))
         if not retain_graph:
             node.free()
+        return pulled
+
+    engine.reverse_sweep(engine.topological_order(vertices, _parents, stops), seeds, pull,
+                         visit=visit)
     return [wanted[id(_vertex(t))] for t in wrt]
 
 
@@ -297,7 +281,7 @@ def _as_data(data, dtype):
                     "give numbers, nested lists of numbers or a NumPy array")
 
 
-class Tensor:
+class Tensor(ArraySurface):
     """An n-dimensional array that records the operations done to it, for ``backward``.
 
     Parameters
@@ -317,9 +301,6 @@ class Tensor:
     requires_grad : bool
     """
 
-    __graphm_tensor__ = True      # graphm.functional routes calls with Tensors to graphm.ops
-    __array_ufunc__ = None        # ndarray + Tensor calls Tensor.__radd__ (NumPy defers to us)
-
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = _as_data(data, dtype)
         self.grad = None
@@ -328,10 +309,19 @@ class Tensor:
         self.requires_grad = False
         self.requires_grad_(requires_grad)
 
+    # -- the two hooks of the shared surface (graphm/surface.py) ------------------------------
+
     @staticmethod
     def _graphm_apply(op, inputs, attrs):
-        """How graphm.functional runs an op on Tensors (see ``_functional_handler``)."""
+        """Run one op now, recording it on the tape (see :func:`apply`)."""
         return apply(op, inputs, attrs)
+
+    def _values(self, what):
+        return self.data
+
+    @staticmethod
+    def _from_values(array):
+        return Tensor._wrap(array)
 
     @classmethod
     def _wrap(cls, data, node=None, tangent=None):
@@ -353,10 +343,6 @@ class Tensor:
         return self.data.dtype
 
     @property
-    def ndim(self):
-        return self.data.ndim
-
-    @property
     def is_leaf(self):
         """True for Tensors made by the user rather than by a recorded op."""
         return self._node is None
@@ -366,121 +352,11 @@ class Tensor:
         """The name of the op that made this Tensor (None for a leaf)."""
         return None if self._node is None else self._node.op.name
 
-    @property
-    def T(self):
-        """The axes reversed, as ``x.permute(*reversed(range(x.ndim)))``."""
-        return self.permute(*reversed(range(self.ndim)))
-
-    def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
-
-    def numel(self):
-        return self.data.size
-
-    def __len__(self):
-        if self.ndim == 0:
-            raise TypeError("len() of a 0-d Tensor")
-        return self.shape[0]
-
-    def __iter__(self):
-        """The rows ``x[0], x[1], ...`` (each an indexing op, so gradients flow)."""
-        return (self[i] for i in range(len(self)))
-
-    # -- conversion ---------------------------------------------------------------------------
-
-    def numpy(self):
-        """The values as a NumPy array (shared, not copied: do not modify it in place)."""
-        return self.data
-
-    def item(self):
-        """The value of a one-element Tensor as a Python number."""
-        if self.data.size != 1:
-            raise ValueError(f"item(): only one-element Tensors can be converted to a Python "
-                             f"number, this one has shape {self.shape}")
-        return self.data.item()
-
-    def tolist(self):
-        return self.data.tolist()
-
-    def __float__(self):
-        return float(self.item())
-
-    def __int__(self):
-        return int(self.item())
-
-    def __bool__(self):
-        return bool(self.item())
-
-    def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype)
+    # -- the tape ---------------------------------------------------------------------------
 
     def detach(self):
         """A Tensor sharing the values, cut from the tape (no gradient flows through it)."""
         return Tensor._wrap(self.data)
-
-    def to(self, target):
-        """``x.to(dtype)`` converts (float32 <-> float64, recorded); ``x.to("cpu")`` is ``x``:
-        graphm runs on the CPU only."""
-        if isinstance(target, str) and (target == "cpu" or target.startswith("cpu:")):
-            return self
-        try:
-            dtype = np.dtype(target)
-        except TypeError:
-            dtype = None
-        if dtype is None or isinstance(target, str) and target in ("cuda", "mps", "meta") \
-                or isinstance(target, str) and ":" in target:
-            raise ValueError(f"to({target!r}): graphm runs on the CPU only; use 'cpu' or a "
-                             "dtype (float32, float64)")
-        if dtype == self.dtype:
-            return self
-        if self.dtype in FLOAT_DTYPES and dtype in FLOAT_DTYPES:
-            return apply(ops.cast, (self,), {"dtype": dtype.name})
-        return Tensor._wrap(self.data.astype(dtype))           # integers: no gradient
-
-    def float(self):
-        """As float32 (a recorded conversion, as ``torch.Tensor.float``)."""
-        return self.to(np.float32)
-
-    def double(self):
-        """As float64 (a recorded conversion, as ``torch.Tensor.double``)."""
-        return self.to(np.float64)
-
-    def argmax(self, dim=None, keepdim=False):
-        """Index of the largest entry (over all entries when ``dim`` is None), int64."""
-        if dim is None:
-            return Tensor._wrap(np.asarray(np.argmax(self.data), dtype=np.int64))
-        return Tensor._wrap(np.argmax(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
-
-    def argmin(self, dim=None, keepdim=False):
-        """Index of the smallest entry (over all entries when ``dim`` is None), int64."""
-        if dim is None:
-            return Tensor._wrap(np.asarray(np.argmin(self.data), dtype=np.int64))
-        return Tensor._wrap(np.argmin(self.data, axis=dim, keepdims=keepdim).astype(np.int64))
-
-    def max(self, dim=None, keepdim=False):
-        """The largest entry, or ``(values, indices)`` along ``dim``, as ``torch.max``. The
-        values are read with an indexing op, so the gradient goes to the winner."""
-        return self._extreme(np.argmax, dim, keepdim)
-
-    def min(self, dim=None, keepdim=False):
-        """The smallest entry, or ``(values, indices)`` along ``dim``, as ``torch.min``."""
-        return self._extreme(np.argmin, dim, keepdim)
-
-    def _extreme(self, arg, dim, keepdim):
-        if dim is None:
-            if self.data.size == 0:
-                raise RuntimeError("max()/min() of an empty Tensor")
-            return self[np.unravel_index(int(arg(self.data)), self.shape)]
-        dim = dim % max(self.ndim, 1)
-        winners = arg(self.data, axis=dim)
-        grid = list(np.indices(winners.shape, sparse=True))
-        index = tuple(grid[:dim]) + (winners,) + tuple(grid[dim:])
-        values = self[index]
-        indices = winners.astype(np.int64)
-        if keepdim:
-            values = values.reshape(tuple(np.expand_dims(winners, dim).shape))
-            indices = np.expand_dims(indices, dim)
-        return _MinMax((values, Tensor._wrap(indices)))
 
     def requires_grad_(self, requires_grad=True):
         """Set ``requires_grad`` on a leaf, in place; returns the Tensor."""
@@ -558,112 +434,9 @@ class Tensor:
                 gradient = gradient.astype(self.dtype, copy=False)
         backpropagate([self], [gradient], retain_graph=retain_graph, create_graph=create_graph)
 
-    # -- operators and methods, each one op -----------------------------------------------------
-
-    def __add__(self, other):
-        return apply(ops.add, (self, other))
-
-    def __radd__(self, other):
-        return apply(ops.add, (other, self))
-
-    def __sub__(self, other):
-        return apply(ops.sub, (self, other))
-
-    def __rsub__(self, other):
-        return apply(ops.sub, (other, self))
-
-    def __mul__(self, other):
-        return apply(ops.mul, (self, other))
-
-    def __rmul__(self, other):
-        return apply(ops.mul, (other, self))
-
-    def __truediv__(self, other):
-        return apply(ops.div, (self, other))
-
-    def __rtruediv__(self, other):
-        return apply(ops.div, (other, self))
-
-    def __matmul__(self, other):
-        return apply(ops.matmul, (self, other))
-
-    def __rmatmul__(self, other):
-        return apply(ops.matmul, (other, self))
-
-    def __neg__(self):
-        return apply(ops.neg, (self,))
-
-    def __pos__(self):
-        return self
-
-    def __pow__(self, exponent):
-        return apply(ops.pow, (self,), {"exponent": _python_number(exponent, "**")})
-
-    def __getitem__(self, index):
-        index = index.data if isinstance(index, Tensor) else index
-        return apply(ops.index, (self,), {"index": index})
-
-    add, sub, mul, div, neg = __add__, __sub__, __mul__, __truediv__, __neg__
-
-    def exp(self):
-        return apply(ops.exp, (self,))
-
-    def log(self):
-        return apply(ops.log, (self,))
-
-    def relu(self):
-        return apply(ops.relu, (self,))
-
-    def sigmoid(self):
-        return apply(ops.sigmoid, (self,))
-
-    def tanh(self):
-        return apply(ops.tanh, (self,))
-
-    def matmul(self, other):
-        return apply(ops.matmul, (self, other))
-
-    def pow(self, exponent):
-        return self ** exponent
-
-    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        """Sum over ``dim`` (an int, a tuple, or None for all); ``axis``/``keepdims`` too."""
-        axis, keepdim = _axis_arguments(dim, keepdim, axis, keepdims)
-        return apply(ops.sum, (self,), {"axis": axis, "keepdims": keepdim})
-
-    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        """Mean over ``dim`` (an int, a tuple, or None for all); ``axis``/``keepdims`` too."""
-        axis, keepdim = _axis_arguments(dim, keepdim, axis, keepdims)
-        return apply(ops.mean, (self,), {"axis": axis, "keepdims": keepdim})
-
-    def reshape(self, *shape):
-        """The same values in a new shape (``-1`` inferred): ``x.reshape(2, -1)`` or a tuple."""
-        return apply(ops.reshape, (self,), {"shape": _shape_arguments(shape)})
-
-    view = reshape
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        """Merge the axes ``start_dim..end_dim`` into one (a reshape), as ``torch.flatten``."""
-        shape = ops.flatten_shape(self.shape, start_dim, end_dim)
-        return apply(ops.reshape, (self,), {"shape": shape})
-
-    def permute(self, *dims):
-        return apply(ops.permute, (self,), {"dims": _shape_arguments(dims)})
-
-    def transpose(self, dim0, dim1):
-        """Swap two axes (a permute)."""
-        dims = list(range(self.ndim))
-        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
-        return apply(ops.permute, (self,), {"dims": tuple(dims)})
-
-    def softmax(self, dim):
-        return apply(ops.softmax, (self,), {"dim": dim})
-
-    def log_softmax(self, dim):
-        return apply(ops.log_softmax, (self,), {"dim": dim})
-
     # Tensors are compared by identity, hashable, and used as dictionary keys by the tape.
     __hash__ = object.__hash__
+
 
 
 def tensor(data, requires_grad=False, dtype=None):
@@ -671,15 +444,8 @@ def tensor(data, requires_grad=False, dtype=None):
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-class _MinMax(tuple):
-    """``(values, indices)`` from ``max(dim)``/``min(dim)``, readable by name as in PyTorch."""
-
-    values = property(lambda self: self[0])
-    indices = property(lambda self: self[1])
-
-
 def _size(size):
-    return _shape_arguments(size)
+    return shape_arguments(size)
 
 
 def _made(array, dtype, requires_grad):
@@ -723,66 +489,24 @@ def from_numpy(array):
     return Tensor._wrap(array)
 
 
-def _python_number(value, what):
-    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what}: the exponent must be a number, got {type(value).__name__}")
-    return value
-
-
-def _axis_arguments(dim, keepdim, axis, keepdims):
-    if axis is not None:
-        dim = axis
-    if keepdims is not None:
-        keepdim = keepdims
-    if isinstance(dim, list):
-        dim = tuple(dim)
-    return dim, bool(keepdim)
-
-
-def _shape_arguments(values):
-    """``(2, 3)``, ``((2, 3),)`` and ``([2, 3],)`` all mean the shape (2, 3)."""
-    if len(values) == 1 and isinstance(values[0], (tuple, list)):
-        values = values[0]
-    return tuple(values)
-
-
 # ------------------------------------------------------------------------------------------------
 # Running one op eagerly
 # ------------------------------------------------------------------------------------------------
 
-def _lift(value, dtype, differentiable):
-    """A Tensor for any operand: Tensors pass through, anything else becomes a constant.
-
-    A Python or NumPy scalar takes ``dtype`` (the float dtype of the op's Tensor operands), so
-    ``x * 2`` stays float32; so does an integer array in a differentiable position.
-    """
-    if value is None or isinstance(value, Tensor):
-        return value
-    if getattr(value, "__graphm_tensor__", False):
-        raise TypeError(f"cannot mix a graphm Tensor with a {type(value).__name__} (a compiled "
-                        "graph's Var) in one operation")
-    array = np.asarray(value)
-    if array.dtype == object:
-        raise TypeError(f"cannot use a {type(value).__name__} as an operand of a Tensor op")
-    if dtype is not None and differentiable and (array.ndim == 0 or array.dtype.kind in "biu"):
-        array = array.astype(dtype)
-    return Tensor._wrap(array)
+def _is_tensor(value):
+    return isinstance(value, Tensor)
 
 
 def apply(op, inputs, attrs=None):
     """Run ``op`` on Tensors (or constants) now, recording it when a gradient may be needed.
 
-    This is the whole of eager mode: check with the op's shape and dtype rules, then call its
-    ``forward`` (or, when an input carries a forward-mode tangent, its ``jvp``), and, if any
-    input requires a gradient, leave a :class:`Node` on the output: the op, its residuals and
-    where each input's gradient goes.
+    This is the whole of eager mode: lift the operands (:func:`graphm.engine.lift`), check with
+    the op's shape and dtype rules, then call its ``forward`` (or, when an input carries a
+    forward-mode tangent, its ``jvp``), and, if any input requires a gradient, leave a
+    :class:`Node` on the output: the op, its residuals and where each input's gradient goes.
     """
     attrs = {} if attrs is None else attrs
-    dtype = next((v.dtype for v in inputs if isinstance(v, Tensor) and v.dtype in FLOAT_DTYPES),
-                 None)
-    tensors = tuple(_lift(v, dtype, op.differentiable(i)) for i, v in enumerate(inputs))
+    tensors = engine.lift(op, inputs, _is_tensor, Tensor._wrap, "Tensor")
     arrays = tuple(None if t is None else t.data for t in tensors)
     op.infer([None if a is None else a.shape for a in arrays],
              [None if a is None else a.dtype for a in arrays], attrs)
@@ -792,9 +516,7 @@ def apply(op, inputs, attrs=None):
     tangents = [t._tangent if d else None for d, t in zip(differentiable, tensors)]
     tangent = None
     if any(t is not None for t in tangents):
-        filled = [(t if t is not None else np.zeros_like(a)) if d else None
-                  for d, t, a in zip(differentiable, tangents, arrays)]
-        out, tangent = op.jvp(arrays, filled, **attrs)
+        out, tangent = op.jvp(arrays, engine.fill_tangents(op, arrays, tangents), **attrs)
         tangent = np.asarray(tangent)
         if record:
             out, residuals = op.forward(*arrays, **attrs)
@@ -806,40 +528,6 @@ def apply(op, inputs, attrs=None):
         parents = tuple(_vertex(t) if d and t.requires_grad else None
                         for d, t in zip(differentiable, tensors))
         node = Node(op, attrs, parents, residuals, out_array.shape, out_array.dtype,
-                    _saved(residuals, arrays, out, out_array) if op.higher_order else None)
+                    engine.saved_residuals(residuals, arrays, out, out_array)
+                    if op.higher_order else None)
     return Tensor._wrap(out_array, node, tangent)
-
-
-def _saved(residuals, arrays, out, out_array):
-    """Which residuals are the op's inputs or output: ``((position, input index or "out"), ...)``
-    (the single residual of a non-tuple is position 0). Found by identity, so it costs a few
-    comparisons; ``Node.residuals_as_tensors`` turns exactly these back into Tensors."""
-    items = residuals if isinstance(residuals, tuple) else (residuals,)
-    saved = []
-    for position, item in enumerate(items):
-        if not isinstance(item, np.ndarray):
-            continue
-        if item is out or item is out_array:
-            saved.append((position, "out"))
-            continue
-        for index, array in enumerate(arrays):
-            if item is array:
-                saved.append((position, index))
-                break
-    return tuple(saved)
-
-
-def _functional_handler(name, numpy_function, args, kwargs):
-    """graphm.functional called with a Tensor (or a Var): find the op and apply it there."""
-    op, inputs, attrs = ops.bind(name, numpy_function, args, kwargs)
-    marked = [type(v) for v in inputs if getattr(v, "__graphm_tensor__", False)]
-    # Group by how each kind runs an op, so subclasses (nn.Parameter) count as Tensors.
-    appliers = {kind._graphm_apply for kind in marked}
-    if len(appliers) != 1:
-        raise TypeError(f"graphm.functional.{name}(): the array arguments mix "
-                        f"{', '.join(sorted({k.__name__ for k in marked})) or 'no Tensors'}; "
-                        "use Tensors (eager) or Vars of one GraphM (compiled)")
-    return appliers.pop()(op, inputs, attrs)
-
-
-_dispatch.set_tensor_handler(_functional_handler)

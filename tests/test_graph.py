@@ -312,3 +312,96 @@ def test_to_dot_escapes_quotes_and_backslashes_in_names():
     x = g.input('my "x"\\', (2,))
     dot = g.compile(x.sum()).to_dot()
     assert 'label="my \\"x\\"\\\\\\nfloat32[2]"' in dot
+
+
+# ------------------------------------------------------------------------------------------------
+# One operator surface, one engine: what a Tensor supports, a Var supports
+# ------------------------------------------------------------------------------------------------
+
+def test_var_has_every_public_name_of_a_tensor():
+    """Enumerate the Tensor's public surface (methods, properties, dunder operators) and ask the
+    Var for each: the two share graphm.surface.ArraySurface, so none can be missing."""
+    from graphm.graph import Var
+    t = graphm.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    names = {n for n in dir(graphm.Tensor) if not n.startswith("_")}
+    names |= set(vars(t))  - {"_node", "_tangent"}             # instance attributes: data, grad
+    names |= {n for n in dir(graphm.Tensor) if n.startswith("__") and n.endswith("__")
+              and n not in dir(object)}                           # __add__, __len__, ...
+    assert {"argmax", "max", "min", "item", "numpy", "tolist", "detach", "float", "double",
+            "to", "numel", "pow", "__pos__", "__len__", "__matmul__", "backward"} <= names
+    missing = sorted(n for n in names if not hasattr(Var, n))
+    assert not missing, f"Var lacks {missing}"
+
+
+@pytest.mark.parametrize("read", [
+    lambda v: v.item(), lambda v: v.numpy(), lambda v: v.tolist(), lambda v: v.argmax(),
+    lambda v: v.max(), lambda v: v.min(0), lambda v: float(v), lambda v: bool(v),
+    lambda v: np.asarray(v), lambda v: v.data, lambda v: v.to(np.int64)])
+def test_reading_the_numbers_of_a_var_is_a_clear_type_error_at_build_time(read):
+    g = GraphM()
+    x = g.input("x", (3,))
+    with pytest.raises(TypeError, match="numbers exist only when the compiled Program runs"):
+        read(x)
+
+
+@pytest.mark.parametrize("call", [lambda v: v.backward(), lambda v: v.grad,
+                                  lambda v: v.detach(), lambda v: v.requires_grad_()])
+def test_the_tape_api_on_a_var_says_to_differentiate_the_program(call):
+    g = GraphM()
+    x = g.input("x", (3,))
+    with pytest.raises(TypeError, match="no tape.*vjp_program"):
+        call(x)
+
+
+def test_var_methods_build_the_same_program_as_the_tensor_methods_compute():
+    """The same expression, through the shared surface, on a Var and on a Tensor."""
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((2, 3, 4))
+
+    def expression(x):
+        y = (2.0 - x).exp().log() * x / 3.0 + (-x) ** 2
+        y = y.permute(2, 0, 1).reshape(4, -1).T.transpose(0, 1).flatten()
+        z = x.softmax(1).log_softmax(-1).sigmoid().tanh().relu().mean(dim=(0, 2), keepdim=True)
+        return y.sum() + z.sum() + x[0, 1:].sum(axis=0).sum() + x.view(6, 4).matmul(
+            np.ones((4, 1))).sum()
+
+    g = GraphM()
+    x = g.input("x", data.shape, "float64")
+    compiled = g.compile(expression(x))({"x": data})
+    eager = expression(graphm.tensor(data)).item()
+    np.testing.assert_allclose(compiled, eager, rtol=1e-12)
+
+
+def test_functional_dispatch_is_a_protocol_on_the_argument_not_a_registered_handler():
+    """graphm.functional asks the argument's type for __graphm_function__: any class that has
+    one is called, with the functional name, the NumPy function and the arguments."""
+    from graphm.functional import _dispatch
+    assert not hasattr(_dispatch, "set_tensor_handler")
+
+    class Probe:
+        seen = []
+
+        @classmethod
+        def __graphm_function__(cls, name, numpy_function, args, kwargs):
+            cls.seen.append((name, numpy_function.__name__, len(args), sorted(kwargs)))
+            return "probed"
+
+    assert F.relu(Probe()) == "probed"
+    assert F.max_pool2d(np.zeros((1, 1, 4, 4)), kernel_size=Probe()) == "probed"
+    assert Probe.seen == [("relu", "relu", 1, []), ("max_pool2d", "max_pool2d", 1,
+                                                     ["kernel_size"])]
+    assert F.relu(np.array([-1.0, 2.0])).tolist() == [0.0, 2.0]     # arrays: NumPy directly
+
+
+def test_graph_builder_methods_come_from_the_bindings():
+    """Every functional binding and every method binding is a GraphM method (adding an op is a
+    class in graphm/ops plus a binding: no hand-kept list of names)."""
+    from graphm.ops import bindings
+    for name in list(bindings.BINDINGS) + list(bindings.METHODS):
+        assert callable(getattr(GraphM, name, None)), name
+    g = GraphM()
+    x = g.input("x", (2, 3), "float64")
+    y = g.sum_to(g.broadcast_to(g.pow(g.sub(1.0, x), 2), (4, 2, 3)), (1, 3))
+    data = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(g.compile(y)({"x": data}), 4 * ((1 - data) ** 2).sum(0,
+                                                                               keepdims=True))

@@ -451,3 +451,264 @@ def test_var_supports_what_a_tensor_supports_here():
     assert len(t) == 3 and t.numel() == 3 and t.grad.tolist() == [0.0, 2.0, 4.0]
     with pytest.raises(ValueError, match="CPU only"):
         x.to("cuda")
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiled mode: the derivative of a Program is a Program, and so is its derivative
+# ------------------------------------------------------------------------------------------------
+
+def _loss_program(case, arrays, weights):
+    """The case traced into a GraphM with the loss Σ c · out² on top, compiled."""
+    g = graphm.GraphM()
+    variables = [g.input(f"x{i}", a.shape, a.dtype) for i, a in enumerate(arrays)]
+    out = case.fn(GF, np.asarray, *variables)
+    return g.compile(_scalar_loss(out, g.constant(weights))), \
+        {f"x{i}": a for i, a in enumerate(arrays)}
+
+
+def _compiled_hvps(case, arrays, weights, vectors):
+    """(gradient, HVP reverse over reverse, HVP forward over reverse), each a list with one
+    array per input, all from Programs: grad_program, then its vjp_program and jvp_program."""
+    program, feed = _loss_program(case, arrays, weights)
+    gradient = program.grad_program([f"x{i}" for i in range(len(arrays))])
+    assert gradient.output_names == [f"grad_x{i}" for i in range(len(arrays))]
+
+    def as_list(result):
+        return [result] if len(arrays) == 1 else list(result)
+
+    reverse = gradient.vjp_program()
+    cotangents = {f"cotangent_grad_x{i}": v for i, v in enumerate(vectors)}
+    rr = reverse({**feed, **{k: v for k, v in cotangents.items() if k in reverse.inputs}})
+    forward = gradient.jvp_program()
+    tangents = {f"tangent_x{i}": v for i, v in enumerate(vectors)}
+    fr = forward({**feed, **{k: v for k, v in tangents.items() if k in forward.inputs}})
+    return as_list(gradient(feed)), as_list(rr), as_list(fr)
+
+
+# softplus's rule reads its threshold mask from the Tensor's numbers, which a graph does not
+# have (vjp_program then raises a TypeError saying so); mse_loss_weighted divides by a sum of
+# the weights through a NumPy scalar type. Both stay eager-only for second order.
+COMPILED_CASES = [c for c in CASES if c.name not in ("softplus", "mse_loss_weighted")]
+
+
+@pytest.mark.parametrize("case", COMPILED_CASES, ids=[c.name for c in COMPILED_CASES])
+def test_compiled_hessian_vector_product_matches_torch(case):
+    """For every op: the gradient Program and both HVP Programs (reverse over reverse, forward
+    over reverse) against torch.autograd's double backward, in float64."""
+    arrays = case.arrays()
+    weights, vectors = _weights_and_vectors(case, arrays)
+    first, rr, fr = _compiled_hvps(case, arrays, weights, vectors)
+    first_t, hvp_t = _torch_hvp(case, arrays, weights, vectors)
+    for a, b in zip(first, first_t):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+    for a, b, c in zip(rr, fr, hvp_t):
+        np.testing.assert_allclose(a, c, rtol=1e-8, atol=1e-9)
+        np.testing.assert_allclose(b, c, rtol=1e-8, atol=1e-9)
+
+
+def test_softplus_second_order_in_a_graph_is_a_clear_error():
+    case = next(c for c in CASES if c.name == "softplus")
+    program, _ = _loss_program(case, case.arrays(), np.ones((4, 5)))
+    with pytest.raises(TypeError, match="numbers exist only when the compiled Program runs"):
+        program.grad_program()
+
+
+@pytest.mark.parametrize("config", CONV_CONFIGS, ids=[str(i) for i in range(len(CONV_CONFIGS))])
+def test_compiled_conv_second_derivatives_match_torch(config):
+    """Conv and conv_transpose over stride, padding ('same' too), dilation, groups,
+    output_padding, d = 1, 2, 3, batched and not: gradient and HVP Programs against
+    torch.func.grad and torch.func.jvp(torch.func.grad)."""
+    name, x_shape, w_shape, cout, kwargs = _conv_case(config)
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(x_shape), rng.standard_normal(w_shape),
+              rng.standard_normal(cout)]
+    vectors = [rng.standard_normal(a.shape) for a in arrays]
+
+    def loss(F, inputs, constant):
+        out = getattr(F, name)(*inputs, **kwargs)
+        weights = constant(np.random.default_rng(4).standard_normal(tuple(out.shape)))
+        return (weights * out * out).sum() + (out * out * out).sum()
+
+    g = graphm.GraphM()
+    variables = [g.input(n, a.shape, "float64") for n, a in zip("xwb", arrays)]
+    gradient = g.compile(loss(GF, variables, g.constant)).grad_program()
+    feed = dict(zip("xwb", arrays))
+    hvp_rr = gradient.vjp_program()({**feed, **{f"cotangent_grad_{n}": v
+                                                 for n, v in zip("xwb", vectors)}})
+    hvp_fr = gradient.jvp_program()({**feed, **{f"tangent_{n}": v
+                                                 for n, v in zip("xwb", vectors)}})
+    primals = tuple(torch.from_numpy(a) for a in arrays)
+    torch_grad = torch.func.grad(lambda *p: loss(TF, p, torch.from_numpy), argnums=(0, 1, 2))
+    _, hvp_t = torch.func.jvp(torch_grad, primals, tuple(torch.from_numpy(v) for v in vectors))
+    for a, b in zip(gradient(feed), torch_grad(*primals)):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-9, atol=1e-9)
+    for a, b, c in zip(hvp_rr, hvp_fr, hvp_t):
+        np.testing.assert_allclose(a, c.numpy(), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(b, c.numpy(), rtol=1e-9, atol=1e-9)
+
+
+def _small_cnn_program():
+    g = graphm.GraphM()
+    x = g.input("x", (2, 1, 5, 5), "float64")
+    labels = g.input("labels", (2,), "int64")
+    w = g.param("w", (2, 1, 3, 3), "float64")
+    v = g.param("v", (3, 8), "float64")
+    h = GF.max_pool2d(GF.relu(GF.conv2d(x, w, None, padding=1)), 2).flatten(1)
+    return g.compile(GF.cross_entropy(GF.linear(h, v), labels))
+
+
+def _small_cnn_torch(x, labels):
+    def loss(w, v):
+        h = TF.max_pool2d(TF.relu(TF.conv2d(x, w, None, padding=1)), 2).flatten(1)
+        return TF.cross_entropy(TF.linear(h, v), labels)
+    return loss
+
+
+def _small_cnn_feed(seed):
+    rng = np.random.default_rng(seed)
+    return rng, {"x": rng.standard_normal((2, 1, 5, 5)), "labels": np.array([0, 2]),
+                 "w": rng.standard_normal((2, 1, 3, 3)), "v": rng.standard_normal((3, 8))}
+
+
+def test_compiled_small_cnn_hessian_matches_torch_func_and_is_symmetric():
+    """The full Hessian of a small CNN's loss w.r.t. its conv weight, one run of the HVP Program
+    per column, against torch.func.hessian; it is symmetric, and ⟨Hv, u⟩ = ⟨v, Hu⟩."""
+    rng, feed = _small_cnn_feed(7)
+    hvp = _small_cnn_program().grad_program("w").jvp_program("w")
+    columns = [hvp({**feed, "tangent_w": e.reshape(2, 1, 3, 3)}) for e in np.eye(18)]
+    hessian = np.stack([c.ravel() for c in columns], axis=1)
+    expected = torch.func.hessian(_small_cnn_torch(torch.from_numpy(feed["x"]),
+                                                   torch.from_numpy(feed["labels"])),
+                                  argnums=0)(torch.from_numpy(feed["w"]),
+                                             torch.from_numpy(feed["v"]))
+    np.testing.assert_allclose(hessian, expected.numpy().reshape(18, 18), rtol=1e-9,
+                               atol=1e-10)
+    np.testing.assert_allclose(hessian, hessian.T, rtol=1e-9, atol=1e-12)
+    a, b = rng.standard_normal((2, 2, 1, 3, 3))
+    ha, hb = hvp({**feed, "tangent_w": a}), hvp({**feed, "tangent_w": b})
+    assert abs(np.vdot(ha, b) - np.vdot(a, hb)) < 1e-10 * max(1.0, abs(np.vdot(ha, b)))
+
+
+def test_forward_over_reverse_equals_reverse_over_reverse_in_compiled_mode():
+    rng, feed = _small_cnn_feed(8)
+    tangents = {"w": rng.standard_normal((2, 1, 3, 3)), "v": rng.standard_normal((3, 8))}
+    gradient = _small_cnn_program().grad_program(["w", "v"])
+    fr = gradient.jvp_program(["w", "v"])({**feed, **{f"tangent_{k}": t
+                                                      for k, t in tangents.items()}})
+    rr = gradient.vjp_program(["w", "v"])({**feed, **{f"cotangent_grad_{k}": t
+                                                      for k, t in tangents.items()}})
+    for a, b in zip(fr, rr):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_third_order_program_matches_torch():
+    """∇ ⟨H(x) v, v⟩ of f = Σ tanh(x)·exp(x): an HVP Program called inside another graph,
+    whose gradient Program is a third derivative."""
+    rng = np.random.default_rng(9)
+    x0, v = rng.standard_normal(5), rng.standard_normal(5)
+    g = graphm.GraphM()
+    x = g.input("x", (5,), "float64")
+    second = g.compile((x.tanh() * x.exp()).sum()).grad_program().jvp_program()
+    g2 = graphm.GraphM()
+    x2 = g2.input("x", (5,), "float64")
+    third = g2.compile((second(x=x2, tangent_x=v) * v).sum()).grad_program()
+    theirs = torch.func.grad(lambda t: torch.func.jvp(torch.func.grad(
+        lambda s: (s.tanh() * s.exp()).sum()), (t,), (torch.from_numpy(v),))[1].dot(
+        torch.from_numpy(v)))(torch.from_numpy(x0))
+    np.testing.assert_allclose(third({"x": x0}), theirs.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("x0", [0.5, 3.0, -2.0])
+def test_no_perturbation_confusion_in_compiled_mode(x0):
+    """d/dx [x · d/dy (x + y)] = 1: the inner derivative is a Program with its own tangent
+    input, called inside the outer graph; nothing can confuse the two tangents."""
+    g = graphm.GraphM()
+    x, y = g.input("x", (), "float64"), g.input("y", (), "float64")
+    inner = g.compile(x + y).jvp_program("y")                # (x, y, tangent_y) -> ẏ
+    outer_graph = graphm.GraphM()
+    outer_x = outer_graph.input("x", (), "float64")
+    outer = outer_graph.compile(outer_x * inner(x=outer_x, y=outer_x, tangent_y=1.0))
+    assert outer.grad({"x": x0})["x"] == 1.0
+    assert outer.jvp_program()({"x": x0, "tangent_x": 1.0}) == 1.0
+    assert outer.grad_program()({"x": x0}) == 1.0
+
+
+def test_a_gradient_program_prints_draws_and_names_its_outputs():
+    program = _small_cnn_program()
+    gradient = program.grad_program(["w", "v"], with_value=True)
+    text, dot = str(program.grad_program()), gradient.to_dot()      # w.r.t. x too
+    assert gradient.output_names == ["output", "grad_w", "grad_v"]
+    for piece in ("conv_transpose(", "conv_weight_grad(", "max_pool_scatter(",
+                  "winners=%", "residual[relu]", "residual[max_pool]"):
+        assert piece in text, piece
+    assert "conv_weight_grad" in dot and "style=dashed" in dot
+    again = gradient.vjp_program(["w"], with_outputs=True)
+    assert again.output_names == ["output", "grad_w", "grad_v", "grad_w"]
+    assert {"cotangent_output", "cotangent_grad_w", "cotangent_grad_v"} <= set(again.inputs)
+    _, feed = _small_cnn_feed(10)
+    value, grads = program.value_and_grad(feed)
+    ran = gradient(feed)
+    np.testing.assert_allclose(ran[0], value, rtol=1e-14)
+    np.testing.assert_allclose(ran[1], grads["w"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ran[2], grads["v"], rtol=1e-12, atol=1e-15)
+
+
+def test_derivative_programs_check_their_arguments():
+    program = _small_cnn_program()
+    with pytest.raises(ValueError, match="wrt names 'nope'"):
+        program.grad_program("nope")
+    with pytest.raises(TypeError, match="'labels' is int64"):
+        program.vjp_program("labels")
+    g = graphm.GraphM()
+    x = g.input("x", (3,))
+    with pytest.raises(ValueError, match="single one-element output"):
+        g.compile(x * 2).grad_program()
+    with pytest.raises(ValueError, match="cotangent 0 must have the output's shape"):
+        g.compile(x * 2).vjp_program(cotangents=np.ones(2))
+
+
+def test_compiled_module_builds_its_training_step_as_one_program():
+    """graphm.compile(model, example, loss=...).training_program: loss and every parameter
+    gradient from one Program, equal to forward_backward's; and it can be differentiated."""
+    from graphm import nn
+    graphm.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 1, 8, 8)).astype(np.float32)
+    labels = np.array([0, 1, 2, 1])
+    compiled = graphm.compile(model, x, loss=GF.cross_entropy)
+    step = compiled.training_program(x, labels)
+    assert step.output_names == ["output"] + [f"grad_{n}" for n in compiled.param_names]
+    assert "conv_weight_grad(" in str(step)
+    parameters = dict(model.named_parameters())
+    values = {ident: parameters[name].data for ident, name in compiled.param_names.items()}
+    loss, *grads = step(input=x, target=labels, **values)
+    expected_loss, _ = compiled.forward_backward(x, labels)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    for grad, name in zip(grads, compiled.param_names.values()):
+        np.testing.assert_allclose(grad, parameters[name].grad, rtol=1e-5, atol=1e-7)
+    assert compiled.training_program(x, labels) is step                  # built once
+    assert step.vjp_program(list(compiled.param_names)[:1]).output_names == \
+        [f"grad_{list(compiled.param_names)[0]}"]
+
+
+def test_a_derivative_program_runs_through_every_program_method():
+    """Program.jvp and Program.vjp of a gradient Program (residual nodes carry no tangent)
+    agree with its jvp_program and vjp_program; shared residuals give the same numbers as
+    recomputed ones."""
+    rng, feed = _small_cnn_feed(12)
+    gradient = _small_cnn_program().grad_program(["w", "v"])
+    assert gradient._shared                              # the forward pass's masks are reused
+    tangents = {"w": rng.standard_normal((2, 1, 3, 3)), "v": rng.standard_normal((3, 8))}
+    _, pushed = gradient.jvp(feed, tangents)
+    built = gradient.jvp_program(["w", "v"])({**feed, **{f"tangent_{k}": t
+                                                         for k, t in tangents.items()}})
+    pulled = gradient.vjp(feed, (tangents["w"], tangents["v"]))
+    for a, b, name in zip(pushed, built, ("w", "v")):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(pulled[name], b, rtol=1e-10, atol=1e-12)
+    unshared = _small_cnn_program().grad_program(["w", "v"])
+    unshared._shared, unshared._sources = {}, set()
+    for a, b in zip(unshared(feed), gradient(feed)):
+        np.testing.assert_array_equal(a, b)

@@ -159,6 +159,34 @@ class CompiledModule:
                 parameter.grad = g if parameter.grad is None else parameter.grad + g
         return float(loss), output
 
+    def training_program(self, input, target):
+        """The whole training step for batches shaped like ``input`` and ``target``, as one
+        Program: the loss and its gradient with respect to every parameter.
+
+        It is the loss program's :meth:`~graphm.graph.Program.grad_program`: one graph holding
+        the forward pass and the backward pass, each gradient a node of graphm ops (a
+        convolution's weight gradient is a ``conv_weight_grad`` node). ``print`` it to read
+        compiled backprop; call it with ``input=``, ``target=`` and the parameters (by program
+        name, see :attr:`param_names`) to get ``(loss, grad_<name>, ...)``, in the order of
+        ``output_names``. Differentiate it again for Hessian-vector products.
+        """
+        if self.loss is None:
+            raise ValueError("training_program: this CompiledModule has no loss; compile with "
+                             "graphm.compile(module, example_input, loss=F.cross_entropy)")
+        input, target = _as_array(input), _as_array(target)
+        key = ("training", input.shape, input.dtype.str, target.shape, target.dtype.str)
+        if key not in self._programs:
+            graph = GraphM()
+            x = graph.input("input", input.shape, input.dtype)
+            y = graph.input("target", target.shape, target.dtype)
+            forward, _, _ = self._program(input.shape, input.dtype, (target.shape, target.dtype))
+            loss, _ = forward(input=x, target=y, **{
+                name: graph.param(name, shape, dtype)
+                for name, (shape, dtype) in forward.params.items()})
+            self._programs[key] = graph.compile(loss).grad_program(
+                [name for name in forward.params], with_value=True)
+        return self._programs[key]
+
     def __repr__(self):
         return f"CompiledModule({type(self.module).__name__}, {self.program!r})"
 

@@ -1,11 +1,17 @@
-"""How each ``graphm.functional`` name maps onto an op: the table behind Tensor (and Var) calls.
+"""How each name maps onto an op: the table behind Tensor and Var calls and GraphM's methods.
 
 ``graphm.functional`` works on NumPy arrays. When one of its functions is called with a graphm
-Tensor (or a compiled-graph Var), ``_dispatch.tensor_aware`` hands the call to the autograd layer,
-which asks :func:`bind` here: *which op, which array inputs, which attributes?* The arguments
-arrive already bound to the NumPy function's signature, defaults filled in, so the defaults and
-argument names live in one place (graphm.functional) and each binding below is one line of
-bookkeeping.
+Tensor (or a compiled-graph Var), ``_dispatch.tensor_aware`` hands the call to the argument's own
+``__graphm_function__`` (graphm/surface.py), which asks :func:`bind` here: *which op, which array
+inputs, which attributes?* The arguments arrive already bound to the NumPy function's signature,
+defaults filled in, so the defaults and argument names live in one place (graphm.functional) and
+each binding below is one line of bookkeeping.
+
+Ops with no functional name (the operators, reductions, reshaping) have a *method binding* in
+:data:`METHODS` instead, whose own signature is the method's. The compiled graph builder
+:class:`graphm.GraphM` takes its methods from both tables (``g.relu(x)``, ``g.max_pool2d(x, 2)``,
+``g.add(a, b)``, ``g.sum(x, axis)``), so adding an op is one class in ``graphm/ops/`` plus one
+binding here: nothing else lists op names.
 """
 from __future__ import annotations
 
@@ -14,12 +20,20 @@ import inspect
 import warnings
 
 from graphm.functional._checks import legacy_reduction, softmax_dim
+import numbers
+
+import numpy as np
+
 from graphm.ops.activation import relu, sigmoid, softplus, tanh
+from graphm.ops.arithmetic import add, div, exp, log, matmul, mul, neg, pow, sub
+from graphm.ops.reduction import broadcast_to, mean, sum, sum_to
+from graphm.ops.shape import flatten_shape, permute, reshape
+from graphm.ops.shape import index as index_op
 from graphm.ops.conv import conv, conv_transpose, conv_weight_grad
 from graphm.ops.nn import cross_entropy, linear, log_softmax, mse_loss, nll_loss, softmax
 from graphm.ops.pool import avg_pool, max_pool
 
-__all__ = ["BINDINGS", "bind"]
+__all__ = ["BINDINGS", "METHODS", "bind", "bind_method"]
 
 #: functional name -> binding(name, **arguments) -> (op, inputs, attrs)
 BINDINGS = {}
@@ -154,3 +168,118 @@ def _mse_loss(name, input, target, size_average, reduce, reduction, weight):
                       "results due to broadcasting. Please ensure they have the same size.",
                       UserWarning, stacklevel=4)
     return mse_loss, (input, target, weight), dict(reduction=reduction)
+
+
+# ------------------------------------------------------------------------------------------------
+# Method bindings: ops without a graphm.functional name. Each binder's signature is the method's
+# (``GraphM.sum(x, axis=None, keepdims=False)``); it returns (op, inputs, attrs).
+# ------------------------------------------------------------------------------------------------
+
+#: method name -> binder(*args, **kwargs) -> (op, inputs, attrs)
+METHODS = {}
+
+
+def bind_method(name, args, kwargs):
+    """``(op, inputs, attrs)`` for the method call ``name(*args, **kwargs)`` (see METHODS)."""
+    return METHODS[name](*args, **kwargs)
+
+
+def _method(*names):
+    def register(function):
+        for name in names:
+            METHODS[name] = function
+        return function
+    return register
+
+
+def _binary(op):
+    def binder(a, b):
+        return op, (a, b), {}
+    binder.__doc__ = f"``{op.name}(a, b)`` (broadcasting): the op ``graphm.ops.{op.name}``."
+    return binder
+
+
+for _op in (add, sub, mul, div, matmul):
+    _method(_op.name)(_binary(_op))
+
+
+def _unary(op):
+    def binder(x):
+        return op, (x,), {}
+    binder.__doc__ = f"``{op.name}(x)``, elementwise: the op ``graphm.ops.{op.name}``."
+    return binder
+
+
+for _op in (neg, exp, log):
+    _method(_op.name)(_unary(_op))
+del _op
+
+
+def _axes(axis):
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+@_method("pow")
+def _pow(x, exponent):
+    """``x ** exponent`` for a constant number ``exponent``."""
+    if isinstance(exponent, (np.generic, np.ndarray)) and np.ndim(exponent) == 0:
+        exponent = exponent.item()
+    if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
+        raise TypeError(f"pow: the exponent must be a number, got {type(exponent).__name__}")
+    return pow, (x,), {"exponent": exponent}
+
+
+@_method("sum")
+def _sum(x, axis=None, keepdims=False):
+    """Sum over ``axis`` (int, tuple, or None for all)."""
+    return sum, (x,), {"axis": _axes(axis), "keepdims": bool(keepdims)}
+
+
+@_method("mean")
+def _mean(x, axis=None, keepdims=False):
+    """Mean over ``axis`` (int, tuple, or None for all)."""
+    return mean, (x,), {"axis": _axes(axis), "keepdims": bool(keepdims)}
+
+
+@_method("reshape")
+def _reshape(x, shape):
+    """The same values in a new shape (one ``-1`` is inferred)."""
+    return reshape, (x,), {"shape": tuple(shape)}
+
+
+@_method("flatten")
+def _flatten(x, start_dim=0, end_dim=-1):
+    """Merge the axes ``start_dim..end_dim`` (a reshape), as ``torch.flatten``."""
+    return reshape, (x,), {"shape": flatten_shape(tuple(np.shape(x)), start_dim, end_dim)}
+
+
+@_method("permute")
+def _permute(x, dims):
+    """Reorder the axes: ``y.shape[i] == x.shape[dims[i]]``."""
+    return permute, (x,), {"dims": tuple(dims)}
+
+
+@_method("transpose")
+def _transpose(x, dim0, dim1):
+    """Swap two axes (a permute)."""
+    dims = list(range(len(np.shape(x))))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return permute, (x,), {"dims": tuple(dims)}
+
+
+@_method("index")
+def _index(x, index):
+    """``x[index]`` (NumPy basic or advanced indexing)."""
+    return index_op, (x,), {"index": index}
+
+
+@_method("sum_to")
+def _sum_to(x, shape):
+    """Sum down to ``shape`` (the adjoint of broadcasting)."""
+    return sum_to, (x,), {"shape": tuple(shape)}
+
+
+@_method("broadcast_to")
+def _broadcast_to(x, shape):
+    """Copy along new leading axes and axes of length 1, as NumPy's ``broadcast_to``."""
+    return broadcast_to, (x,), {"shape": tuple(shape)}
