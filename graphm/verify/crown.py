@@ -295,15 +295,24 @@ def _known_weights(crown, step):
     return x, known[weight], None if bias is None else known[bias]
 
 
-def _conv(crown, step, coefficient, owners):
+def _known_conv_weights(crown, step):
+    """``(x, weight, bias, attrs, x_shape)`` of a (transposed) convolution of a perturbed,
+    batched input by known weights; None where CROWN falls back to the interval box."""
     found = _known_weights(crown, step)
     if found is None:
         return None
     x, weight, bias = found
-    a = step.attrs
     x_shape = crown.values[x].shape
     if len(x_shape) != weight.ndim:
         return None                                    # no batch axis
+    return x, weight, bias, step.attrs, x_shape
+
+
+def _conv(crown, step, coefficient, owners):
+    found = _known_conv_weights(crown, step)
+    if found is None:
+        return None
+    x, weight, bias, a, x_shape = found
     rows_shape = (len(owners),) + tuple(x_shape[1:])
     try:
         pairs, output_padding = _input_grad_geometry(rows_shape, weight.shape, coefficient.shape,
@@ -326,14 +335,10 @@ def _conv(crown, step, coefficient, owners):
 
 
 def _conv_transpose(crown, step, coefficient, owners):
-    found = _known_weights(crown, step)
+    found = _known_conv_weights(crown, step)
     if found is None:
         return None
-    x, weight, bias = found
-    a = step.attrs
-    x_shape = crown.values[x].shape
-    if len(x_shape) != weight.ndim:
-        return None
+    x, weight, bias, a, x_shape = found
     rank = weight.ndim - 2
     # K_fwd: the convolution whose adjoint the transposed convolution is (as its VJP)
     _, _, low, high = _axes(x_shape, weight.shape, a["stride"], a["padding"],
