@@ -485,10 +485,9 @@ def _compiled_hvps(case, arrays, weights, vectors):
     return as_list(gradient(feed)), as_list(rr), as_list(fr)
 
 
-# softplus's rule reads its threshold mask from the Tensor's numbers, which a graph does not
-# have (vjp_program then raises a TypeError saying so); mse_loss_weighted divides by a sum of
-# the weights through a NumPy scalar type. Both stay eager-only for second order.
-COMPILED_CASES = [c for c in CASES if c.name not in ("softplus", "mse_loss_weighted")]
+# Every op, softplus (whose threshold mask is a forward residual, a value of the running
+# Program) and the weighted mse_loss (whose divisor is the weights' sum, a graph value) included.
+COMPILED_CASES = CASES
 
 
 @pytest.mark.parametrize("case", COMPILED_CASES, ids=[c.name for c in COMPILED_CASES])
@@ -506,11 +505,17 @@ def test_compiled_hessian_vector_product_matches_torch(case):
         np.testing.assert_allclose(b, c, rtol=1e-8, atol=1e-9)
 
 
-def test_softplus_second_order_in_a_graph_is_a_clear_error():
-    case = next(c for c in CASES if c.name == "softplus")
-    program, _ = _loss_program(case, case.arrays(), np.ones((4, 5)))
-    with pytest.raises(TypeError, match="numbers exist only when the compiled Program runs"):
-        program.grad_program()
+def test_softplus_gradient_program_keeps_its_mask_as_a_run_time_value():
+    """The linear part of softplus is read when the gradient Program runs, not at build time:
+    the same Program is right for inputs on either side of the threshold."""
+    g = graphm.GraphM()
+    x = g.input("x", (3,), "float64")
+    gradient = g.compile(GF.softplus(x, 1.0, 1.0).sum()).grad_program()
+    assert "residual[softplus]" in str(gradient)
+    for values in (np.array([-2.0, 0.5, 3.0]), np.array([4.0, -1.0, 0.0])):
+        t = torch.tensor(values, requires_grad=True)
+        TF.softplus(t, 1.0, 1.0).sum().backward()
+        np.testing.assert_allclose(gradient({"x": values}), t.grad.numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("config", CONV_CONFIGS, ids=[str(i) for i in range(len(CONV_CONFIGS))])

@@ -118,14 +118,19 @@ class Softplus(Op):
         return x
 
     def forward(self, x, beta, threshold):
-        return F.softplus(x, beta, threshold), x
+        # the mask of the linear part is kept from the forward pass, as relu keeps its mask: it
+        # is piecewise constant (no derivative of its own) and, in a compiled gradient Program,
+        # a value computed when the program runs rather than read at build time
+        return F.softplus(x, beta, threshold), (x, _linear_part(x, beta, threshold))
 
-    def vjp(self, x, g, beta, threshold):
-        return (g * _softplus_slope(x, beta, threshold),)
+    def vjp(self, residuals, g, beta, threshold):
+        x, linear = residuals
+        return (g * _softplus_slope(x, linear, beta),)
 
     def jvp(self, primals, tangents, beta, threshold):
         (x,), (dx,) = primals, tangents
-        return F.softplus(x, beta, threshold), dx * _softplus_slope(x, beta, threshold)
+        linear = _linear_part(x.data if is_traced(x) else x, beta, threshold)
+        return F.softplus(x, beta, threshold), dx * _softplus_slope(x, linear, beta)
 
     def interval(self, x, beta, threshold):
         """Softplus at the corners, widened for exp and log1p (increasing for beta > 0)."""
@@ -137,10 +142,16 @@ class Softplus(Op):
 softplus = register(Softplus())
 
 
-def _softplus_slope(x, beta, threshold):
+def _linear_part(x, beta, threshold):
+    """Where softplus is the identity, ``beta * x > threshold``, as 1.0 (else 0.0) in x's dtype:
+    a number, so that a gradient Program can hold it as one of its values."""
+    return np.asarray(x * x.dtype.type(beta) > threshold).astype(x.dtype)
+
+
+def _softplus_slope(x, linear, beta):
+    """softplus'(x): sigmoid(beta x) below the threshold, the constant 1 above it (``linear``)."""
     scaled = x * x.dtype.type(beta)
-    if is_traced(scaled):          # sigmoid(βx) below the threshold, the constant 1 above it
-        linear = np.asarray(scaled.data > threshold)
-        return call(sigmoid, scaled) * ~linear + linear.astype(x.dtype)
+    if is_traced(scaled):          # linear is 0 or 1, so this is one of the two terms exactly
+        return call(sigmoid, scaled) * (1 - linear) + linear
     scaled = np.asarray(scaled)    # 0-d stays an array (not a NumPy scalar)
-    return np.where(scaled > threshold, x.dtype.type(1), F.sigmoid(scaled))
+    return np.where(linear > 0, x.dtype.type(1), F.sigmoid(scaled))

@@ -327,9 +327,9 @@ class MseLoss(Op):
         slope = 2 * (x - target)
         if weight is not None:
             slope = slope * weight
-        if reduction == "mean":
-            divisor = math.prod(slope.shape) if weight is None else weight.sum()
-            slope = slope / x.dtype.type(divisor)
+        if reduction == "mean":       # the weights' sum stays a graphm value (a Var in a graph)
+            divisor = x.dtype.type(math.prod(slope.shape)) if weight is None else weight.sum()
+            slope = slope / divisor
         return slope
 
     def forward(self, x, target, weight, reduction="mean"):
