@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphm import functional as F
-from graphm.ops.base import Op, call, is_traced, register
+from graphm.ops.base import Op, call, forward_residual, is_traced, register
 from graphm.ops.interval import NoIntervalRule, approximate_monotone_interval, monotone_interval
 
 __all__ = ["relu", "sigmoid", "tanh", "softplus"]
@@ -33,8 +33,13 @@ class Relu(Op):
         return (g * positive,)
 
     def jvp(self, primals, tangents):
-        y = F.relu(primals[0])
-        return y, tangents[0] * (y > 0)
+        (x,), (dx,) = primals, tangents
+        if not is_traced(x):
+            y = F.relu(x)
+            return y, dx * (y > 0)
+        # the mask is a constant (its derivative is 0 almost everywhere), as in the vjp: the
+        # forward pass's residual, computed when a compiled program runs
+        return call(self, x), dx * forward_residual(self, (x,), {})
 
     def interval(self, x):
         """``[relu(l), relu(u)]``: relu is increasing and exact in floating point."""
@@ -129,8 +134,12 @@ class Softplus(Op):
 
     def jvp(self, primals, tangents, beta, threshold):
         (x,), (dx,) = primals, tangents
-        linear = _linear_part(x.data if is_traced(x) else x, beta, threshold)
-        return F.softplus(x, beta, threshold), dx * _softplus_slope(x, linear, beta)
+        if not is_traced(x):
+            y, (_, linear) = self.forward(x, beta, threshold)
+            return y, dx * _softplus_slope(x, linear, beta)
+        attrs = dict(beta=beta, threshold=threshold)
+        linear = forward_residual(self, (x,), attrs, item=1)     # a constant, as in the vjp
+        return call(self, x, **attrs), dx * _softplus_slope(x, linear, beta)
 
     def interval(self, x, beta, threshold):
         """Softplus at the corners, widened for exp and log1p (increasing for beta > 0)."""

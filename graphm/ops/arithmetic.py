@@ -3,9 +3,10 @@
 The binary elementwise ops broadcast as NumPy does; their VJPs sum the gradient back down to each
 input's shape (``unbroadcast``), because broadcasting copies and the adjoint of a copy is a sum.
 
-Every VJP here is written with operators (``*``, ``/``, ``@``, ``-``) and graphm ops only, so the
-same line runs on NumPy arrays (a first-order backward pass) and on Tensors (recorded, so that
-the gradient can be differentiated again): the residuals are the op's own inputs and output.
+Every VJP and JVP here is written with operators (``*``, ``/``, ``@``, ``-``) and graphm ops only,
+so the same line runs on NumPy arrays (a first-order backward pass, or forward mode at NumPy speed)
+and on Tensors or a graph's Vars (recorded, so that the derivative can be differentiated again):
+the residuals are the op's own inputs and output.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import numbers
 
 import numpy as np
 
-from graphm.ops.base import (Op, ShapeError, broadcast_shape, format_shape, is_traced, register,
-                             unbroadcast)
+from graphm.ops.base import (Op, ShapeError, broadcast_shape, call, format_shape, is_traced,
+                             register, unbroadcast)
 from graphm.ops.interval import (Bounds, affine_interval, approximate_monotone_interval,
                                  corner_interval, exact_value, flip, monotone_interval)
 
@@ -235,7 +236,7 @@ class Exp(Op):
         return (g * y,)
 
     def jvp(self, primals, tangents):
-        y = np.exp(primals[0])
+        y = call(self, primals[0])                  # computed once, reused as the slope
         return y, y * tangents[0]
 
     def interval(self, x):
@@ -265,7 +266,7 @@ class Log(Op):
 
     def jvp(self, primals, tangents):
         (x,), (dx,) = primals, tangents
-        return np.log(x), dx / x
+        return call(self, x), dx / x
 
     def interval(self, x):
         """``[log(l), log(u)]``, widened for NumPy's log; a box reaching below 0 has no
@@ -327,7 +328,7 @@ class Matmul(Op):
 
     def jvp(self, primals, tangents):
         (a, b), (da, db) = primals, tangents
-        return np.matmul(a, b), np.matmul(da, b) + np.matmul(a, db)
+        return a @ b, da @ b + a @ db                # product rule (matmul is bilinear)
 
     def interval(self, a, b):
         """A box times a known matrix (either side), in centre–radius form with ``|matrix|``

@@ -52,7 +52,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["Op", "ShapeError", "FLOAT_DTYPES", "OPS", "register", "unbroadcast",
-           "broadcast_shape", "format_shape", "is_traced", "call"]
+           "broadcast_shape", "format_shape", "is_traced", "call", "linear_jvp",
+           "forward_residual"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -257,3 +258,40 @@ def call(op, *inputs, **attrs):
         if is_traced(value):
             return type(value)._graphm_apply(op, inputs, attrs)
     return op.forward(*inputs, **attrs)[0]
+
+
+def linear_jvp(op, primals, tangents, **attrs):
+    r"""The JVP of an op with one input that it maps linearly, :math:`\dot y = \mathrm{op}(\dot x)`
+    (sums, reshapes, indexing, average pooling, ...): the op itself, run with :func:`call` on
+    the primal and on the tangent, so that either may be an array, a Tensor or a Var."""
+    return call(op, primals[0], **attrs), call(op, tangents[0], **attrs)
+
+
+def forward_residual(op, primals, attrs, item=None):
+    """Item ``item`` (all of them for None) of what ``op.forward(*primals, **attrs)`` hands its
+    vjp: a relu's mask, max pooling's winners, a loss's target distribution. These depend on
+    the numbers but carry no derivative of their own (a mask is piecewise constant), so a
+    ``jvp`` rule that needs one beside traced primals uses it as a constant.
+
+    On arrays and Tensors the numbers are known, and the residual is computed now, as an array
+    (lifted to a constant wherever it is used). A compiled graph's Vars have no numbers yet: the
+    residual is then a ``residual`` node of their graph, computed from the same inputs when the
+    program runs, as in a derivative Program (graphm/graph.py). Its shape and dtype, which the
+    node must declare, come from the forward rule run once on stand-in arrays.
+    """
+    if not any(is_traced(p) for p in primals):
+        residuals = op.forward(*primals, **attrs)[1]
+        return residuals if item is None else residuals[item]
+    from graphm.graph import _RESIDUAL, Var        # graph.py imports this module
+    if not any(isinstance(p, Var) for p in primals):
+        arrays = [np.asarray(p) if is_traced(p) else p for p in primals]     # Tensors' values
+        return forward_residual(op, arrays, attrs, item)
+    stand_ins = [None if p is None else
+                 (np.ones if np.dtype(p.dtype).kind == "f" else np.zeros)(p.shape, p.dtype)
+                 for p in primals]
+    with np.errstate(all="ignore"):
+        example = np.asarray(forward_residual(op, stand_ins, attrs, item))
+    var = next(p for p in primals if isinstance(p, Var))
+    return var._graphm_apply(_RESIDUAL, primals, dict(of=op, of_attrs=dict(attrs), item=item,
+                                                      shape=example.shape,
+                                                      dtype=example.dtype.name))

@@ -121,11 +121,13 @@ class Conv(Op):
 
     def jvp(self, primals, tangents, stride=1, padding=0, dilation=1, groups=1, rank=None):
         (x, weight, bias), (dx, dweight, dbias) = primals, tangents
-        conv = _CONV[rank]
-        y = conv(x, weight, bias, stride, padding, dilation, groups)
-        dy = conv(dx, weight, dbias, stride, padding, dilation, groups)   # conv(ẋ, w) + ḃ
-        dy += conv(x, dweight, None, stride, padding, dilation, groups)    # + conv(x, ẇ)
-        return y, dy
+        conv, args = _CONV[rank], (stride, padding, dilation, groups)
+        y = conv(x, weight, bias, *args)
+        dy = conv(dx, weight, dbias, *args)                 # conv(ẋ, w) + ḃ
+        if not any(is_traced(v) for v in (x, dweight, dy)):
+            dy += conv(x, dweight, None, *args)             # + conv(x, ẇ), into a fresh array
+            return y, dy
+        return y, dy + conv(x, dweight, None, *args)        # recorded, as every op on Tensors
 
     def interval(self, x, weight, bias, stride=1, padding=0, dilation=1, groups=1, rank=None):
         r"""Bounds on the output for a box on the input (weight and bias known): centre–radius
@@ -200,9 +202,11 @@ class ConvTranspose(Op):
         conv_t = _CONV_TRANSPOSE[rank]
         args = (stride, padding, output_padding, groups, dilation)
         y = conv_t(x, weight, bias, *args)
-        dy = conv_t(dx, weight, dbias, *args)          # conv_transpose(ẋ, w) + ḃ
-        dy += conv_t(x, dweight, None, *args)           # + conv_transpose(x, ẇ)
-        return y, dy
+        dy = conv_t(dx, weight, dbias, *args)               # conv_transpose(ẋ, w) + ḃ
+        if not any(is_traced(v) for v in (x, dweight, dy)):
+            dy += conv_t(x, dweight, None, *args)           # + conv_transpose(x, ẇ), in place
+            return y, dy
+        return y, dy + conv_t(x, dweight, None, *args)      # recorded, as every op on Tensors
 
     def interval(self, x, weight, bias, stride=1, padding=0, output_padding=0, groups=1,
                  dilation=1, rank=None):

@@ -12,8 +12,8 @@ from graphm import functional as F
 from graphm.functional import linear_layer as Flinear, loss as Floss
 from graphm.functional._checks import normalize_dim
 from graphm.ops.arithmetic import exp as _exp
-from graphm.ops.base import (FLOAT_DTYPES, Op, ShapeError, broadcast_shape, call, is_traced,
-                             register, unbroadcast)
+from graphm.ops.base import (FLOAT_DTYPES, Op, ShapeError, broadcast_shape, call,
+                             forward_residual, is_traced, register, unbroadcast)
 from graphm.ops.interval import affine_interval, exact_value
 
 __all__ = ["linear", "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss"]
@@ -130,7 +130,7 @@ class LogSoftmax(Op):
 
     def jvp(self, primals, tangents, dim):
         y = F.log_softmax(primals[0], dim)
-        return y, tangents[0] - (np.exp(y) * tangents[0]).sum(axis=dim, keepdims=True)
+        return y, tangents[0] - (call(_exp, y) * tangents[0]).sum(axis=dim, keepdims=True)
 
 
 log_softmax = register(LogSoftmax())
@@ -161,6 +161,20 @@ def _rows_to_input(rows, input_shape):
         last = moved.ndim - 1
         return moved.permute(0, last, *range(1, last))
     return np.ascontiguousarray(np.moveaxis(moved, -1, 1))
+
+
+def _reduce_rows(rows, reduction, divisor, row_shape):
+    """graphm.functional.loss.reduce_rows (the loss's reduction of per-row values), for rows
+    that may be traced: a reshape, a sum, or a sum divided by the total label weight."""
+    if not is_traced(rows):
+        return Floss.reduce_rows(rows, reduction, divisor, row_shape)
+    if reduction == "none":
+        return rows.reshape(tuple(row_shape))
+    total = rows.sum()
+    if reduction == "sum":
+        return total
+    with np.errstate(invalid="ignore", divide="ignore"):   # all rows ignored: nan, as PyTorch
+        return total / divisor
 
 
 def _rows(x):
@@ -245,10 +259,21 @@ class CrossEntropy(_ClassificationLoss):
 
     def jvp(self, primals, tangents, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         (x, target, weight), (dx, _, _) = primals, tangents
-        loss, (log_p, q, divisor, _, _) = self.forward(x, target, weight, ignore_index,
-                                                       reduction, label_smoothing)
-        rows = (self._slope(log_p, q) * _rows(dx)).sum(axis=1)
-        return loss, Floss.reduce_rows(rows, reduction, divisor, target.shape)
+        if not any(is_traced(v) for v in primals):
+            loss, (log_p, q, divisor, _, _) = self.forward(x, target, weight, ignore_index,
+                                                           reduction, label_smoothing)
+            slope = self._slope(log_p, q)
+        else:
+            # q and the divisor are constants (the labels fix them), as in the vjp; the
+            # probabilities depend on x, so they are recomputed as an op
+            attrs = dict(ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing)
+            loss = call(self, x, target, weight, **attrs)
+            q = forward_residual(self, primals, attrs, item=1)
+            divisor = forward_residual(self, primals, attrs, item=2)
+            slope = call(softmax, _rows(x), dim=1) * q.sum(axis=1, keepdims=True) - q
+        rows = (slope * _rows(dx)).sum(axis=1)                   # (M,): one directional slope
+        return loss, _reduce_rows(rows, reduction, divisor, target.shape)
 
 
 cross_entropy = register(CrossEntropy())
@@ -278,9 +303,15 @@ class NllLoss(_ClassificationLoss):
 
     def jvp(self, primals, tangents, ignore_index=-100, reduction="mean"):
         (x, target, weight), (dx, _, _) = primals, tangents
-        loss, (q, divisor, _) = self.forward(x, target, weight, ignore_index, reduction)
+        if not any(is_traced(v) for v in primals):
+            loss, (q, divisor, _) = self.forward(x, target, weight, ignore_index, reduction)
+        else:                            # q and the divisor are constants, as in the vjp
+            attrs = dict(ignore_index=ignore_index, reduction=reduction)
+            loss = call(self, x, target, weight, **attrs)
+            q = forward_residual(self, primals, attrs, item=0)
+            divisor = forward_residual(self, primals, attrs, item=1)
         rows = -(q * _rows(dx)).sum(axis=1)
-        return loss, Floss.reduce_rows(rows, reduction, divisor, target.shape)
+        return loss, _reduce_rows(rows, reduction, divisor, target.shape)
 
 
 nll_loss = register(NllLoss())
@@ -345,7 +376,9 @@ class MseLoss(Op):
         (x, target, weight), (dx, dtarget, _) = primals, tangents
         loss = F.mse_loss(x, target, reduction=reduction, weight=weight)
         change = self._slope(x, target, weight, reduction) * (dx - dtarget)
-        return loss, (change if reduction == "none" else np.asarray(change.sum(dtype=x.dtype)))
+        if reduction == "none":
+            return loss, change
+        return loss, (change.sum() if is_traced(change) else np.asarray(change.sum(dtype=x.dtype)))
 
 
 mse_loss = register(MseLoss())

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from graphm.functional import pooling as Fpool
-from graphm.ops.base import Op, call, register
+from graphm.ops.base import Op, call, forward_residual, is_traced, linear_jvp, register
 from graphm.ops.interval import affine_interval, monotone_interval
 
 __all__ = ["max_pool", "avg_pool", "max_pool_scatter", "max_pool_gather", "avg_pool_transpose"]
@@ -59,10 +59,21 @@ class MaxPool(Op):
 
     def jvp(self, primals, tangents, dims, kernel_size, stride=None, padding=0, dilation=1,
             ceil_mode=False):
-        y, winners, _ = Fpool.max_pool_with_indices(f"max_pool{dims}d", primals[0], dims,
-                                                  kernel_size, stride, padding, dilation,
-                                                  ceil_mode)
-        return y, Fpool.max_pool_gather(tangents[0], winners, dims)
+        (x,), (dx,) = primals, tangents
+        attrs = dict(dims=dims, kernel_size=kernel_size, stride=stride, padding=padding,
+                     dilation=dilation, ceil_mode=ceil_mode)
+        if not is_traced(x):
+            y, (winners, _, _) = self.forward(x, **attrs)
+            if not is_traced(dx):
+                return y, Fpool.max_pool_gather(dx, winners, dims)
+        else:
+            # the winners are a constant (as in the vjp): the forward pass's residual, computed
+            # when a compiled program runs
+            y, winners = call(self, x, **attrs), forward_residual(self, (x,), attrs, item=0)
+        geometry = Fpool.pool_geometry(f"max_pool{dims}d", tuple(x.shape), dims, kernel_size,
+                                       stride, padding, dilation, ceil_mode)
+        return y, call(max_pool_gather, dx, winners=winners, dims=dims, x_shape=tuple(x.shape),
+                       geometry=geometry)
 
     def interval(self, x, dims, kernel_size, stride=None, padding=0, dilation=1,
                  ceil_mode=False):
@@ -123,9 +134,7 @@ class AvgPool(Op):
                      pool=pool),)
 
     def jvp(self, primals, tangents, dims, **attrs):
-        y, _ = self.forward(primals[0], dims, **attrs)
-        dy, _ = self.forward(tangents[0], dims, **attrs)
-        return y, dy
+        return linear_jvp(self, primals, tangents, dims=dims, **attrs)
 
     def interval(self, x, dims, **attrs):
         r"""A linear map with weights :math:`1/D`: centre–radius form (the radius pooled with
@@ -168,8 +177,8 @@ class MaxPoolScatter(Op):
                      x_shape=tuple(x_shape), geometry=geometry),)
 
     def jvp(self, primals, tangents, winners, x_shape, geometry):
-        return (Fpool.max_pool_backward(primals[0], winners, x_shape, geometry),
-                Fpool.max_pool_backward(tangents[0], winners, x_shape, geometry))
+        return linear_jvp(self, primals, tangents, winners=winners, x_shape=x_shape,
+                          geometry=geometry)
 
 
 max_pool_scatter = register(MaxPoolScatter())
@@ -191,8 +200,8 @@ class MaxPoolGather(Op):
         return (call(max_pool_scatter, g, winners=winners, x_shape=x_shape, geometry=geometry),)
 
     def jvp(self, primals, tangents, winners, dims, x_shape, geometry):
-        return (Fpool.max_pool_gather(primals[0], winners, dims),
-                Fpool.max_pool_gather(tangents[0], winners, dims))
+        return linear_jvp(self, primals, tangents, winners=winners, dims=dims, x_shape=x_shape,
+                          geometry=geometry)
 
 
 max_pool_gather = register(MaxPoolGather())
@@ -218,8 +227,8 @@ class AvgPoolTranspose(Op):
         return (call(avg_pool, g, **pool),)
 
     def jvp(self, primals, tangents, x_shape, geometry, pool):
-        return (self._run(primals[0], x_shape, geometry, pool),
-                self._run(tangents[0], x_shape, geometry, pool))
+        return linear_jvp(self, primals, tangents, x_shape=x_shape, geometry=geometry,
+                          pool=pool)
 
 
 avg_pool_transpose = register(AvgPoolTranspose())

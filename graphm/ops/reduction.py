@@ -10,7 +10,8 @@ import numbers
 
 import numpy as np
 
-from graphm.ops.base import Op, ShapeError, broadcast_shape, call, is_traced, register, unbroadcast
+from graphm.ops.base import (Op, ShapeError, broadcast_shape, call, is_traced, linear_jvp,
+                             register, unbroadcast)
 from graphm.ops.interval import affine_interval, monotone_interval
 
 __all__ = ["sum", "mean", "sum_to", "broadcast_to", "normalize_axes"]
@@ -69,9 +70,7 @@ class Sum(Op):
         return (_spread(g, x_shape, axes, keepdims),)
 
     def jvp(self, primals, tangents, axis=None, keepdims=False):
-        axes = normalize_axes(axis, primals[0].ndim, self.name)
-        return (np.asarray(primals[0].sum(axis=axes, keepdims=keepdims)),
-                np.asarray(tangents[0].sum(axis=axes, keepdims=keepdims)))
+        return linear_jvp(self, primals, tangents, axis=axis, keepdims=keepdims)
 
     def interval(self, x, axis=None, keepdims=False):
         """A sum is linear with weights 1: centre–radius form with the rounding of a sum of
@@ -103,9 +102,7 @@ class Mean(Op):
         return (_spread(g / count, x_shape, axes, keepdims),)
 
     def jvp(self, primals, tangents, axis=None, keepdims=False):
-        axes = normalize_axes(axis, primals[0].ndim, self.name)
-        return (np.asarray(primals[0].mean(axis=axes, keepdims=keepdims)),
-                np.asarray(tangents[0].mean(axis=axes, keepdims=keepdims)))
+        return linear_jvp(self, primals, tangents, axis=axis, keepdims=keepdims)
 
     def interval(self, x, axis=None, keepdims=False):
         """A sum and one division: centre–radius form, as :meth:`Sum.interval`."""
@@ -146,7 +143,7 @@ class SumTo(Op):
         return (call(broadcast_to, g, shape=tuple(x_shape)),)
 
     def jvp(self, primals, tangents, shape):
-        return unbroadcast(primals[0], shape), unbroadcast(tangents[0], shape)
+        return linear_jvp(self, primals, tangents, shape=shape)
 
     def interval(self, x, shape):
         """A sum over the broadcast axes: centre–radius form, as :meth:`Sum.interval`."""
@@ -181,7 +178,7 @@ class BroadcastTo(Op):
         return (unbroadcast(g, x_shape),)
 
     def jvp(self, primals, tangents, shape):
-        return np.broadcast_to(primals[0], shape), np.broadcast_to(tangents[0], shape)
+        return linear_jvp(self, primals, tangents, shape=shape)
 
     def interval(self, x, shape):
         """Copies: the box's corners, copied (exact)."""

@@ -12,7 +12,8 @@ import numbers
 
 import numpy as np
 
-from graphm.ops.base import FLOAT_DTYPES, Op, ShapeError, call, format_shape, is_traced, register
+from graphm.ops.base import (FLOAT_DTYPES, Op, ShapeError, call, format_shape, is_traced,
+                             linear_jvp, register)
 from graphm.ops.interval import monotone_interval
 
 __all__ = ["reshape", "permute", "index", "index_add", "alias", "cast", "resolve_shape", "flatten_shape"]
@@ -112,8 +113,7 @@ class Permute(Op):
         return (g.permute(*inverse) if is_traced(g) else np.transpose(g, inverse),)
 
     def jvp(self, primals, tangents, dims):
-        dims = _check_permutation(primals[0].ndim, dims)
-        return np.transpose(primals[0], dims), np.transpose(tangents[0], dims)
+        return linear_jvp(self, primals, tangents, dims=dims)
 
     def interval(self, x, dims):
         """The box's corners, permuted (exact)."""
@@ -155,7 +155,7 @@ class Index(Op):
         return (call(index_add, g, index=index, shape=tuple(x_shape)),)
 
     def jvp(self, primals, tangents, index):
-        return np.asarray(primals[0][index]), np.asarray(tangents[0][index])
+        return linear_jvp(self, primals, tangents, index=index)
 
     def interval(self, x, index):
         """The box's corners, read at ``index`` (exact)."""
@@ -190,7 +190,7 @@ class IndexAdd(Op):
         return (call(globals()["index"], g, index=index),)
 
     def jvp(self, primals, tangents, index, shape):
-        return self.forward(primals[0], index, shape)[0], self.forward(tangents[0], index, shape)[0]
+        return linear_jvp(self, primals, tangents, index=index, shape=shape)
 
 
 index_add = register(IndexAdd())
@@ -213,7 +213,7 @@ class Alias(Op):
         return (g,)
 
     def jvp(self, primals, tangents):
-        return primals[0], tangents[0]
+        return linear_jvp(self, primals, tangents)      # a fresh alias of a traced value
 
     def interval(self, x):
         """The same box."""
@@ -248,7 +248,7 @@ class Cast(Op):
         return (call(cast, g, dtype=x_dtype),)
 
     def jvp(self, primals, tangents, dtype):
-        return primals[0].astype(dtype), tangents[0].astype(dtype)
+        return linear_jvp(self, primals, tangents, dtype=dtype)
 
     def interval(self, x, dtype):
         """The corners, converted: float64 -> float32 rounds to nearest, which keeps the order,
