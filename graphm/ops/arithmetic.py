@@ -236,7 +236,8 @@ class Exp(Op):
         return (g * y,)
 
     def jvp(self, primals, tangents):
-        y = call(self, primals[0])                  # computed once, reused as the slope
+        x = primals[0]
+        y = call(self, x) if is_traced(x) else np.exp(x)    # once, reused as the slope
         return y, y * tangents[0]
 
     def interval(self, x):
@@ -266,7 +267,7 @@ class Log(Op):
 
     def jvp(self, primals, tangents):
         (x,), (dx,) = primals, tangents
-        return call(self, x), dx / x
+        return (call(self, x) if is_traced(x) else np.log(x)), dx / x
 
     def interval(self, x):
         """``[log(l), log(u)]``, widened for NumPy's log; a box reaching below 0 has no

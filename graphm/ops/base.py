@@ -23,7 +23,16 @@ and :func:`call` for an op without a functional name) runs on whatever it is giv
 arrays in an ordinary backward pass, Tensors under ``create_graph=True``, when the engine hands
 it the cotangent and the residuals that are the op's inputs or output as Tensors on the tape.
 The gradient is then recorded like any other computation and can be differentiated again.
-Such ops set ``higher_order = True``. Here is a whole op,
+Such ops set ``higher_order = True``.
+
+Every ``jvp`` rule is written the same way, so that forward mode nests inside reverse mode and
+the other way round: run on Tensors (or Vars) the tangent it computes is recorded, and the
+gradient of a tangent (reverse over forward) or a Program built by forward mode comes out of
+the same rule. Where a fused kernel matters the rule keeps a plain-array fast path (checked
+with :func:`is_traced`). A linear op's tangent is the op itself applied to the tangent
+(:func:`linear_jvp`); what a rule needs from the forward pass that has no derivative (a relu's
+mask, max pooling's winners) it takes as a constant from :func:`forward_residual`, as the vjp
+takes its residuals. Here is a whole op,
 the elementwise product (graphm/ops/arithmetic.py)::
 
     class Mul(Op):
@@ -260,11 +269,20 @@ def call(op, *inputs, **attrs):
     return op.forward(*inputs, **attrs)[0]
 
 
-def linear_jvp(op, primals, tangents, **attrs):
+def linear_jvp(op, primals, tangents, on_arrays=None, **attrs):
     r"""The JVP of an op with one input that it maps linearly, :math:`\dot y = \mathrm{op}(\dot x)`
     (sums, reshapes, indexing, average pooling, ...): the op itself, run with :func:`call` on
-    the primal and on the tangent, so that either may be an array, a Tensor or a Var."""
-    return call(op, primals[0], **attrs), call(op, tangents[0], **attrs)
+    the primal and on the tangent, so that either may be an array, a Tensor or a Var.
+
+    On plain arrays ``on_arrays(v)``, if given, is the op's value with its attributes already
+    checked once for both (the forward rule would check them twice: for small arrays that is
+    most of the time), else the forward rule."""
+    x, dx = primals[0], tangents[0]
+    if not (is_traced(x) or is_traced(dx)):
+        if on_arrays is not None:
+            return on_arrays(x), on_arrays(dx)
+        return op.forward(x, **attrs)[0], op.forward(dx, **attrs)[0]
+    return call(op, x, **attrs), call(op, dx, **attrs)
 
 
 def forward_residual(op, primals, attrs, item=None):

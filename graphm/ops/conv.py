@@ -125,9 +125,9 @@ class Conv(Op):
         y = conv(x, weight, bias, *args)
         dy = conv(dx, weight, dbias, *args)                 # conv(ẋ, w) + ḃ
         if not any(is_traced(v) for v in (x, dweight, dy)):
-            dy += conv(x, dweight, None, *args)             # + conv(x, ẇ), into a fresh array
+            dy += conv(x, dweight, None, *args)             # + conv(x, ẇ): dy is a fresh array
             return y, dy
-        return y, dy + conv(x, dweight, None, *args)        # recorded, as every op on Tensors
+        return y, dy + conv(x, dweight, None, *args)        # `+`, recorded (in place is not)
 
     def interval(self, x, weight, bias, stride=1, padding=0, dilation=1, groups=1, rank=None):
         r"""Bounds on the output for a box on the input (weight and bias known): centre–radius
@@ -206,7 +206,7 @@ class ConvTranspose(Op):
         if not any(is_traced(v) for v in (x, dweight, dy)):
             dy += conv_t(x, dweight, None, *args)           # + conv_transpose(x, ẇ), in place
             return y, dy
-        return y, dy + conv_t(x, dweight, None, *args)      # recorded, as every op on Tensors
+        return y, dy + conv_t(x, dweight, None, *args)      # `+`, recorded (in place is not)
 
     def interval(self, x, weight, bias, stride=1, padding=0, output_padding=0, groups=1,
                  dilation=1, rank=None):

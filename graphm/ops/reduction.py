@@ -70,7 +70,10 @@ class Sum(Op):
         return (_spread(g, x_shape, axes, keepdims),)
 
     def jvp(self, primals, tangents, axis=None, keepdims=False):
-        return linear_jvp(self, primals, tangents, axis=axis, keepdims=keepdims)
+        axes = normalize_axes(axis, primals[0].ndim, self.name)
+        return linear_jvp(self, primals, tangents,
+                          lambda v: np.asarray(v.sum(axis=axes, keepdims=keepdims)),
+                          axis=axis, keepdims=keepdims)
 
     def interval(self, x, axis=None, keepdims=False):
         """A sum is linear with weights 1: centre–radius form with the rounding of a sum of
@@ -102,7 +105,10 @@ class Mean(Op):
         return (_spread(g / count, x_shape, axes, keepdims),)
 
     def jvp(self, primals, tangents, axis=None, keepdims=False):
-        return linear_jvp(self, primals, tangents, axis=axis, keepdims=keepdims)
+        axes = normalize_axes(axis, primals[0].ndim, self.name)
+        return linear_jvp(self, primals, tangents,
+                          lambda v: np.asarray(v.mean(axis=axes, keepdims=keepdims)),
+                          axis=axis, keepdims=keepdims)
 
     def interval(self, x, axis=None, keepdims=False):
         """A sum and one division: centre–radius form, as :meth:`Sum.interval`."""
@@ -143,7 +149,7 @@ class SumTo(Op):
         return (call(broadcast_to, g, shape=tuple(x_shape)),)
 
     def jvp(self, primals, tangents, shape):
-        return linear_jvp(self, primals, tangents, shape=shape)
+        return linear_jvp(self, primals, tangents, lambda v: unbroadcast(v, shape), shape=shape)
 
     def interval(self, x, shape):
         """A sum over the broadcast axes: centre–radius form, as :meth:`Sum.interval`."""
@@ -178,7 +184,8 @@ class BroadcastTo(Op):
         return (unbroadcast(g, x_shape),)
 
     def jvp(self, primals, tangents, shape):
-        return linear_jvp(self, primals, tangents, shape=shape)
+        return linear_jvp(self, primals, tangents, lambda v: np.broadcast_to(v, shape),
+                          shape=shape)
 
     def interval(self, x, shape):
         """Copies: the box's corners, copied (exact)."""

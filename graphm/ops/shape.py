@@ -113,7 +113,8 @@ class Permute(Op):
         return (g.permute(*inverse) if is_traced(g) else np.transpose(g, inverse),)
 
     def jvp(self, primals, tangents, dims):
-        return linear_jvp(self, primals, tangents, dims=dims)
+        order = _check_permutation(primals[0].ndim, dims)
+        return linear_jvp(self, primals, tangents, lambda v: np.transpose(v, order), dims=dims)
 
     def interval(self, x, dims):
         """The box's corners, permuted (exact)."""
@@ -155,7 +156,7 @@ class Index(Op):
         return (call(index_add, g, index=index, shape=tuple(x_shape)),)
 
     def jvp(self, primals, tangents, index):
-        return linear_jvp(self, primals, tangents, index=index)
+        return linear_jvp(self, primals, tangents, lambda v: np.asarray(v[index]), index=index)
 
     def interval(self, x, index):
         """The box's corners, read at ``index`` (exact)."""
@@ -213,7 +214,7 @@ class Alias(Op):
         return (g,)
 
     def jvp(self, primals, tangents):
-        return linear_jvp(self, primals, tangents)      # a fresh alias of a traced value
+        return linear_jvp(self, primals, tangents, lambda v: v)   # a fresh alias if traced
 
     def interval(self, x):
         """The same box."""
@@ -248,7 +249,7 @@ class Cast(Op):
         return (call(cast, g, dtype=x_dtype),)
 
     def jvp(self, primals, tangents, dtype):
-        return linear_jvp(self, primals, tangents, dtype=dtype)
+        return linear_jvp(self, primals, tangents, lambda v: v.astype(dtype), dtype=dtype)
 
     def interval(self, x, dtype):
         """The corners, converted: float64 -> float32 rounds to nearest, which keeps the order,
