@@ -415,6 +415,365 @@ def _check(bint ok, str message):
 
 
 # ----------------------------------------------------------------------------------------------
+# The direct path: depthwise-like groupings without im2col or GEMM.
+#
+# With one input channel per group (depthwise convolution, C_out/groups = any multiplier) or one
+# output channel per group (the adjoint of that: a depthwise transposed convolution), a group's
+# GEMM has a single row or a single column, and most of the micro-kernel's tile would be padding.
+# The direct path computes the sums as they are written instead, with the innermost loop over the
+# contiguous output positions of one row (depthwise.h).  Work unit: (sample, group) for the
+# forward and the input gradient, (block of SAMPLES_PER_UNIT samples, group) for the weight
+# gradient, whose per-block partial sums are then added in block order (sum_partials): the same
+# fixed cutting as the GEMM path, never the thread count.
+#
+# Each unit first copies its group's input planes into a zero-padded scratch buffer that holds
+# exactly the positions the taps read: along axis a, (out - 1) * stride + (kernel - 1) *
+# dilation + 1 positions, padded index i holding input index i - pad_low (0 outside the input).
+# Then no read needs a bounds test, and a padded tap multiplies an explicit 0, as im2col does.
+# The input gradient scatters into such a buffer (a padded position receives terms that are
+# then dropped) and crops it back; only the terms that exist are formed there.
+# ----------------------------------------------------------------------------------------------
+
+cdef extern from "depthwise.h" nogil:
+    void graphm_direct_plane_float(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t stride,
+                                   const float *src, const Py_ssize_t *rowbase,
+                                   const Py_ssize_t *off, const float *w, Py_ssize_t taps,
+                                   float init, float *y)
+    void graphm_direct_plane_double(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t stride,
+                                    const double *src, const Py_ssize_t *rowbase,
+                                    const Py_ssize_t *off, const double *w, Py_ssize_t taps,
+                                    double init, double *y)
+    void graphm_direct_scatter_float(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t stride,
+                                     const float *g, const Py_ssize_t *rowbase,
+                                     const Py_ssize_t *off, const float *w, Py_ssize_t taps,
+                                     Py_ssize_t run, Py_ssize_t dilation, float *q)
+    void graphm_direct_scatter_double(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t stride,
+                                      const double *g, const Py_ssize_t *rowbase,
+                                      const Py_ssize_t *off, const double *w, Py_ssize_t taps,
+                                      Py_ssize_t run, Py_ssize_t dilation, double *q)
+    float graphm_direct_dot_float(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t stride,
+                                  const float *g, const Py_ssize_t *rowbase, const float *src)
+    double graphm_direct_dot_double(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t stride,
+                                    const double *g, const Py_ssize_t *rowbase,
+                                    const double *src)
+
+
+cdef inline bint use_direct(Py_ssize_t groups, Py_ssize_t group_channels,
+                            Py_ssize_t group_out) noexcept nogil:
+    """The direct path serves groupings whose GEMM would be a single row or column."""
+    return groups > 1 and (group_channels == 1 or group_out == 1)
+
+
+cdef struct Direct:
+    # The padded copy of one group's input planes, and where the taps read in it.
+    Py_ssize_t extent[MAX_RANK]      # per axis: (out - 1) * stride + (kernel - 1) * dilation + 1
+    Py_ssize_t to_input[MAX_RANK]    # per axis: -pad_low (padded index i is input index i - pad_low)
+    Py_ssize_t to_padded[MAX_RANK]   # per axis: +pad_low (input index i is padded index i + pad_low)
+    Py_ssize_t plane                 # positions of one padded plane
+    Py_ssize_t channels, out_channels  # input and output channels of one group
+    Py_ssize_t row_taps              # channels * taps: the terms of one output position
+    Py_ssize_t rows, row_len         # output rows (all axes but the last), their length
+    Py_ssize_t stride_last, kernel_last, dilation_last   # of the last axis
+    const Py_ssize_t *rowbase        # rows: where output row r starts reading in a padded plane
+    const Py_ssize_t *offsets        # row_taps: where term (c, tap) reads, from the row's start
+
+
+cdef object plan_direct(const Geometry *geo, Py_ssize_t group_channels, Py_ssize_t group_out,
+                        Direct *plan):
+    """Fill ``plan`` for ``geo``; returns the two index arrays it points into (keep them alive).
+    Computed once per call, with the GIL: every unit reads them."""
+    cdef int last = geo.rank - 1, a
+    cdef Py_ssize_t step[MAX_RANK]
+    cdef Py_ssize_t r, rest, base, tap, c
+    plan.plane = 1
+    for a in range(geo.rank):
+        plan.extent[a] = ((geo.extent_out[a] - 1) * geo.stride[a]
+                          + (geo.kernel[a] - 1) * geo.dilation[a] + 1)
+        plan.to_input[a] = -geo.pad_low[a]
+        plan.to_padded[a] = geo.pad_low[a]
+        plan.plane *= plan.extent[a]
+    step[last] = 1
+    for a in range(last - 1, -1, -1):
+        step[a] = step[a + 1] * plan.extent[a + 1]
+    plan.channels, plan.out_channels = group_channels, group_out
+    plan.row_taps = group_channels * geo.taps
+    plan.row_len, plan.stride_last = geo.extent_out[last], geo.stride[last]
+    plan.kernel_last, plan.dilation_last = geo.kernel[last], geo.dilation[last]
+    plan.rows = geo.positions_out // plan.row_len
+    rowbase = np.empty(plan.rows, dtype=np.intp)
+    offsets = np.empty(plan.row_taps, dtype=np.intp)
+    cdef Py_ssize_t[::1] rowbase_view = rowbase, offsets_view = offsets
+    for r in range(plan.rows):
+        rest, base = r, 0
+        for a in range(last - 1, -1, -1):
+            base += (rest % geo.extent_out[a]) * geo.stride[a] * step[a]
+            rest = rest // geo.extent_out[a]
+        rowbase_view[r] = base
+    for tap in range(geo.taps):
+        rest, base = tap, 0
+        for a in range(last, -1, -1):
+            base += (rest % geo.kernel[a]) * geo.dilation[a] * step[a]
+            rest = rest // geo.kernel[a]
+        for c in range(group_channels):
+            offsets_view[c * geo.taps + tap] = c * plan.plane + base
+    plan.rowbase, plan.offsets = &rowbase_view[0], &offsets_view[0]
+    return rowbase, offsets
+
+
+cdef void shifted_copy(const floating *src, const Py_ssize_t *src_extent, floating *dst,
+                       const Py_ssize_t *dst_extent, const Py_ssize_t *shift, int rank,
+                       floating fill, bint add_fill) noexcept nogil:
+    """dst[i] = src[i + shift] (``fill + src[i + shift]`` with ``add_fill``) where i + shift is
+    inside src, else ``fill``, for every position i of dst; both are row-major planes of
+    ``rank`` axes.  Pads an input plane (shift -pad_low, fill 0) or crops a padded one back
+    (shift +pad_low, fill the bias).  Writes every element of dst once."""
+    cdef Py_ssize_t index[MAX_RANK]
+    cdef Py_ssize_t src_step[MAX_RANK]
+    cdef int last = rank - 1, a
+    cdef Py_ssize_t length = dst_extent[last], rows = 1, r, i, j, lo, hi, start
+    cdef bint inside
+    cdef floating *d
+    src_step[last] = 1
+    for a in range(last - 1, -1, -1):
+        src_step[a] = src_step[a + 1] * src_extent[a + 1]
+    for a in range(last):
+        rows *= dst_extent[a]
+        index[a] = 0
+    # along the last axis, dst[lo:hi] comes from src[lo + shift : hi + shift]
+    lo = min(length, max(<Py_ssize_t> 0, -shift[last]))
+    hi = max(lo, min(length, src_extent[last] - shift[last]))
+    for r in range(rows):
+        d = dst + r * length
+        inside = True
+        start = shift[last]
+        for a in range(last):
+            i = index[a] + shift[a]
+            if i < 0 or i >= src_extent[a]:
+                inside = False
+                break
+            start += i * src_step[a]
+        if not inside:        # the row lies in the padding of another axis
+            for j in range(length):
+                d[j] = fill
+        else:
+            for j in range(lo):
+                d[j] = fill
+            if add_fill:
+                for j in range(lo, hi):
+                    d[j] = fill + src[start + j]
+            else:
+                for j in range(lo, hi):
+                    d[j] = src[start + j]
+            for j in range(hi, length):
+                d[j] = fill
+        a = last - 1          # the next row: an odometer over the other axes
+        while a >= 0:
+            index[a] += 1
+            if index[a] < dst_extent[a]:
+                break
+            index[a] = 0
+            a -= 1
+
+
+cdef inline void direct_plane(const Direct *plan, const floating *src, const floating *w,
+                              floating init, floating *y) noexcept nogil:
+    if floating is float:
+        graphm_direct_plane_float(plan.rows, plan.row_len, plan.stride_last, src, plan.rowbase,
+                                  plan.offsets, w, plan.row_taps, init, y)
+    else:
+        graphm_direct_plane_double(plan.rows, plan.row_len, plan.stride_last, src, plan.rowbase,
+                                   plan.offsets, w, plan.row_taps, init, y)
+
+
+cdef inline void direct_scatter(const Direct *plan, const floating *g, const floating *w,
+                                floating *q) noexcept nogil:
+    if floating is float:
+        graphm_direct_scatter_float(plan.rows, plan.row_len, plan.stride_last, g, plan.rowbase,
+                                    plan.offsets, w, plan.row_taps, plan.kernel_last,
+                                    plan.dilation_last, q)
+    else:
+        graphm_direct_scatter_double(plan.rows, plan.row_len, plan.stride_last, g, plan.rowbase,
+                                     plan.offsets, w, plan.row_taps, plan.kernel_last,
+                                     plan.dilation_last, q)
+
+
+cdef inline floating direct_dot(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t stride,
+                                const floating *g, const Py_ssize_t *rowbase,
+                                const floating *src) noexcept nogil:
+    if floating is float:
+        return graphm_direct_dot_float(rows, n, stride, g, rowbase, src)
+    else:
+        return graphm_direct_dot_double(rows, n, stride, g, rowbase, src)
+
+
+cdef void pad_group(const floating *x_group, const Geometry *geo, const Direct *plan,
+                    floating *padded) noexcept nogil:
+    """The padded copies of a group's plan.channels input planes, one after the other."""
+    cdef Py_ssize_t c
+    for c in range(plan.channels):
+        shifted_copy(x_group + c * geo.positions_in, geo.extent_in, padded + c * plan.plane,
+                     plan.extent, plan.to_input, geo.rank, <floating> 0, False)
+
+
+cdef void direct_forward_unit(const floating *x_group, const floating *w_group,
+                              const floating *b_group, floating *y_group, const Geometry *geo,
+                              const Direct *plan, floating *padded) noexcept nogil:
+    """y[o, p] = b[o] + sum_{c, k} w[o, c*K + k] * x[c, offset(k, p)] for one (sample, group);
+    ``b_group`` NULL for no bias."""
+    cdef Py_ssize_t o
+    pad_group(x_group, geo, plan, padded)
+    for o in range(plan.out_channels):
+        direct_plane(plan, padded, w_group + o * plan.row_taps,
+                     b_group[o] if b_group != NULL else 0, y_group + o * geo.positions_out)
+
+
+cdef void direct_input_grad_unit(const floating *g_group, const floating *w_group,
+                                 const floating *b_group, floating *dx_group,
+                                 const Geometry *geo, const Direct *plan,
+                                 floating *padded) noexcept nogil:
+    """dx[c] = b[c] + every term w[o, c*K + k] * g[o, p] sent back to the position it read, for
+    one (sample, group): scattered row by row into a padded buffer, which is then cropped."""
+    cdef Py_ssize_t o, c, i
+    for i in range(plan.channels * plan.plane):
+        padded[i] = 0
+    for o in range(plan.out_channels):
+        direct_scatter(plan, g_group + o * geo.positions_out, w_group + o * plan.row_taps, padded)
+    for c in range(plan.channels):
+        shifted_copy(padded + c * plan.plane, plan.extent, dx_group + c * geo.positions_in,
+                     geo.extent_in, plan.to_padded, geo.rank,
+                     b_group[c] if b_group != NULL else 0, b_group != NULL)
+
+
+cdef void direct_weight_grad_unit(const floating *x_ptr, const floating *g_ptr, Py_ssize_t n_start,
+                                  Py_ssize_t n_stop, Py_ssize_t group, Py_ssize_t channels,
+                                  Py_ssize_t out_channels, floating *dw_group,
+                                  const Geometry *geo, const Direct *plan,
+                                  floating *padded) noexcept nogil:
+    """dw[o, c*K + k] = sum over samples n_start .. n_stop - 1 (in order) of the dot product of
+    g[n, o] with the input positions term (c, k) reads, for one group's rows of dw."""
+    cdef Py_ssize_t n, o, t
+    cdef const floating *g_row
+    for t in range(plan.out_channels * plan.row_taps):
+        dw_group[t] = 0
+    for n in range(n_start, n_stop):
+        pad_group(x_ptr + (n * channels + group * plan.channels) * geo.positions_in, geo, plan,
+                  padded)
+        for o in range(plan.out_channels):
+            g_row = g_ptr + (n * out_channels + group * plan.out_channels + o) * geo.positions_out
+            for t in range(plan.row_taps):
+                dw_group[o * plan.row_taps + t] += direct_dot(
+                    plan.rows, plan.row_len, plan.stride_last, g_row, plan.rowbase,
+                    padded + plan.offsets[t])
+
+
+cdef int direct_forward(const floating *x_ptr, const floating *w_ptr, const floating *b_ptr,
+                        floating *out_ptr, const Geometry *geo, Py_ssize_t n_samples,
+                        Py_ssize_t groups, Py_ssize_t group_channels, Py_ssize_t group_out,
+                        int num_threads) except -1:
+    """K_fwd on the direct path (see conv_forward); ``b_ptr`` NULL for no bias."""
+    cdef Direct plan
+    keep_alive = plan_direct(geo, group_channels, group_out, &plan)
+    cdef Py_ssize_t units = n_samples * groups, unit, n, g
+    cdef Py_ssize_t channels = groups * group_channels, out_channels = groups * group_out
+    cdef int out_of_memory = 0
+    cdef int *out_of_memory_flag = &out_of_memory
+    cdef floating *padded
+    num_threads = threads_for(units, <double> n_samples * out_channels * geo.positions_out
+                              * plan.row_taps, num_threads)
+    with nogil, parallel(num_threads=num_threads):
+        padded = <floating *> malloc(sizeof(floating) * plan.channels * plan.plane)
+        if padded == NULL:
+            out_of_memory_flag[0] = 1
+        for unit in prange(units, schedule='static'):
+            if padded == NULL:
+                continue
+            n = unit // groups
+            g = unit % groups
+            direct_forward_unit(x_ptr + (n * channels + g * group_channels) * geo.positions_in,
+                                w_ptr + g * group_out * plan.row_taps,
+                                b_ptr + g * group_out if b_ptr != NULL else b_ptr,
+                                out_ptr + (n * out_channels + g * group_out) * geo.positions_out,
+                                geo, &plan, padded)
+        free(padded)
+    if out_of_memory:
+        raise MemoryError("graphm conv_forward: could not allocate scratch buffers")
+    return 0
+
+
+cdef int direct_input_grad(const floating *g_ptr, const floating *w_ptr, const floating *b_ptr,
+                           floating *dx_ptr, const Geometry *geo, Py_ssize_t n_samples,
+                           Py_ssize_t groups, Py_ssize_t group_channels, Py_ssize_t group_out,
+                           int num_threads) except -1:
+    """K_in on the direct path (see conv_input_grad); ``b_ptr`` NULL for no bias."""
+    cdef Direct plan
+    keep_alive = plan_direct(geo, group_channels, group_out, &plan)
+    cdef Py_ssize_t units = n_samples * groups, unit, n, g
+    cdef Py_ssize_t channels = groups * group_channels, out_channels = groups * group_out
+    cdef int out_of_memory = 0
+    cdef int *out_of_memory_flag = &out_of_memory
+    cdef floating *padded
+    num_threads = threads_for(units, <double> n_samples * out_channels * geo.positions_out
+                              * plan.row_taps, num_threads)
+    with nogil, parallel(num_threads=num_threads):
+        padded = <floating *> malloc(sizeof(floating) * plan.channels * plan.plane)
+        if padded == NULL:
+            out_of_memory_flag[0] = 1
+        for unit in prange(units, schedule='static'):
+            if padded == NULL:
+                continue
+            n = unit // groups
+            g = unit % groups
+            direct_input_grad_unit(
+                g_ptr + (n * out_channels + g * group_out) * geo.positions_out,
+                w_ptr + g * group_out * plan.row_taps,
+                b_ptr + g * group_channels if b_ptr != NULL else b_ptr,
+                dx_ptr + (n * channels + g * group_channels) * geo.positions_in,
+                geo, &plan, padded)
+        free(padded)
+    if out_of_memory:
+        raise MemoryError("graphm conv_input_grad: could not allocate scratch buffers")
+    return 0
+
+
+cdef int direct_weight_grad(const floating *x_ptr, const floating *g_ptr, floating *partial_ptr,
+                            const Geometry *geo, Py_ssize_t n_samples, Py_ssize_t groups,
+                            Py_ssize_t group_channels, Py_ssize_t group_out,
+                            int num_threads) except -1:
+    """K_w on the direct path (see conv_weight_grad): each (block of samples, group) unit
+    writes its rows of the block's partial dW (``partial_ptr``: one (O, Cg*K) array per block);
+    the caller adds the partials in block order."""
+    cdef Direct plan
+    keep_alive = plan_direct(geo, group_channels, group_out, &plan)
+    cdef Py_ssize_t sample_blocks = ceil_div(n_samples, SAMPLES_PER_UNIT)
+    cdef Py_ssize_t units = sample_blocks * groups, unit, s_block, g
+    cdef Py_ssize_t channels = groups * group_channels, out_channels = groups * group_out
+    cdef Py_ssize_t weight_size = out_channels * plan.row_taps
+    cdef int out_of_memory = 0
+    cdef int *out_of_memory_flag = &out_of_memory
+    cdef floating *padded
+    num_threads = threads_for(units, <double> n_samples * out_channels * geo.positions_out
+                              * plan.row_taps, num_threads)
+    with nogil, parallel(num_threads=num_threads):
+        padded = <floating *> malloc(sizeof(floating) * plan.channels * plan.plane)
+        if padded == NULL:
+            out_of_memory_flag[0] = 1
+        for unit in prange(units, schedule='static'):
+            if padded == NULL:
+                continue
+            s_block = unit // groups
+            g = unit % groups
+            direct_weight_grad_unit(
+                x_ptr, g_ptr, s_block * SAMPLES_PER_UNIT,
+                min(n_samples, (s_block + 1) * SAMPLES_PER_UNIT), g, channels, out_channels,
+                partial_ptr + s_block * weight_size + g * group_out * plan.row_taps,
+                geo, &plan, padded)
+        free(padded)
+    if out_of_memory:
+        raise MemoryError("graphm conv_weight_grad: could not allocate scratch buffers")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # K_fwd: the convolution.  y[n, o, p] = b[o] + sum_{c, k} w[o, c*K + k] * x[n, c, offset(k, p)]
 # ----------------------------------------------------------------------------------------------
 
@@ -454,6 +813,10 @@ def conv_forward(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef floating *row
     cdef Run *runs
     cdef floating *out_block
+    if use_direct(groups, group_channels, group_out):
+        direct_forward(x_ptr, w_ptr, b_ptr, out_ptr, &geo, n_samples, groups, group_channels,
+                       group_out, num_threads)
+        return
     # A = the weight of each group, packed once and shared (read-only) by all threads.
     cdef Py_ssize_t weight_panel_size = packed_a_size(out_ptr, group_out, row_len)
     cdef floating[::1] packed_weight = np.empty(groups * weight_panel_size,
@@ -610,6 +973,10 @@ def conv_input_grad(const floating[:, :, ::1] grad_out, const floating[:, ::1] w
     cdef floating *dx_block
     cdef floating *dx_channel
     cdef floating *dcols_row
+    if use_direct(groups, group_channels, group_out):
+        direct_input_grad(g_ptr, w_ptr, b_ptr, dx_ptr, &geo, n_samples, groups, group_channels,
+                          group_out, num_threads)
+        return
     # A = the rows of W_g.T that belong to one block of input channels, for every (group, block),
     # packed once and shared (read-only) by all threads.
     cdef Py_ssize_t block_panel_size = packed_a_size(dx_ptr, block_channels * taps, group_out)
@@ -723,14 +1090,17 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
     cdef int out_of_memory = 0
     cdef int *out_of_memory_flag = &out_of_memory
     cdef Py_ssize_t unit, s_block, g, col_block, col_start, col_count, n, p_block, p_start, p_count
-    cdef Py_ssize_t i, b
-    cdef floating total
     cdef floating *pack_a
     cdef floating *pack_b
     cdef floating *dw_block
     cdef Run *runs
     cdef Py_ssize_t *run_counts
     cdef Py_ssize_t run_slots = min(taps, <Py_ssize_t> WEIGHT_COLS_PER_UNIT)
+    if use_direct(groups, group_channels, group_out):
+        direct_weight_grad(x_ptr, g_ptr, partial_ptr, &geo, n_samples, groups, group_channels,
+                           group_out, num_threads)
+        sum_partials(partial_ptr, sample_blocks, weight_size, dw_ptr, num_threads)
+        return
     num_threads = threads_for(units, <double> n_samples * out_channels * positions_out * row_len,
                               num_threads)
     with nogil, parallel(num_threads=num_threads):
@@ -771,14 +1141,24 @@ def conv_weight_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] grad
         free(run_counts)
     if out_of_memory:
         raise MemoryError("graphm conv_weight_grad: could not allocate scratch buffers")
-    if sample_blocks > 1:
-        # The fixed-order sum of the partials: block 0 + block 1 + ..., element by element.
-        num_threads = threads_for(weight_size, <double> weight_size * sample_blocks, num_threads)
-        for i in prange(weight_size, nogil=True, schedule='static', num_threads=num_threads):
-            total = partial_ptr[i]
-            for b in range(1, sample_blocks):
-                total = total + partial_ptr[b * weight_size + i]
-            dw_ptr[i] = total
+    sum_partials(partial_ptr, sample_blocks, weight_size, dw_ptr, num_threads)
+
+
+cdef void sum_partials(const floating *partial_ptr, Py_ssize_t blocks, Py_ssize_t size,
+                       floating *dw_ptr, int num_threads) noexcept:
+    """dw = partial[0] + partial[1] + ... + partial[blocks - 1], element by element, in this
+    fixed order: the weight gradient's sum over blocks of samples.  With one block the partial
+    is dw itself, and there is nothing to do."""
+    cdef Py_ssize_t i, b
+    cdef floating total
+    if blocks <= 1:
+        return
+    num_threads = threads_for(size, <double> size * blocks, num_threads)
+    for i in prange(size, nogil=True, schedule='static', num_threads=num_threads):
+        total = partial_ptr[i]
+        for b in range(1, blocks):
+            total = total + partial_ptr[b * size + i]
+        dw_ptr[i] = total
 
 
 # ----------------------------------------------------------------------------------------------
