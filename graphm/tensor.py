@@ -7,9 +7,11 @@ micrograd. ``loss.backward()`` walks it from the loss back to the leaves in reve
 order, calling each op's ``vjp`` once, and adds the results into the leaves' ``.grad``; then the
 tape is freed.
 
-Forward mode rides along the same calls: a Tensor may carry a *tangent* (``graphm.jvp`` sets
-it), and an op given a tangent calls its ``jvp`` rule, so the output's tangent is computed in the
-same sweep as its value.
+Forward mode rides along the same calls: a Tensor may carry *tangents*, one per forward level
+(``graphm.jvp`` opens a level and sets them), and an op given a tangent calls its ``jvp`` rule,
+so the output's tangent is computed in the same sweep as its value. The rule runs on plain
+arrays when nothing more is asked of it, and on Tensors when its result must itself be
+differentiated (nested levels, or a reverse transform around the ``jvp``).
 
 Nothing here knows a derivative: every rule lives in :mod:`graphm.ops`.
 """
@@ -24,6 +26,7 @@ import numpy as np
 from graphm import engine
 from graphm._random import default_generator
 from graphm.ops.base import FLOAT_DTYPES
+from graphm.ops.shape import alias as _ALIAS
 from graphm.surface import ArraySurface, shape_arguments
 
 __all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "zeros", "ones",
@@ -82,6 +85,55 @@ class enable_grad(_SetGradMode):
 
 
 # ------------------------------------------------------------------------------------------------
+# Forward-mode levels
+# ------------------------------------------------------------------------------------------------
+
+class _ForwardLevels(threading.local):
+    def __init__(self):
+        self.records = {}         # live level -> must its tangents be recorded on the tape?
+        self.last = 0             # the last level handed out (levels are never reused)
+
+
+_forward_levels = _ForwardLevels()
+
+
+class forward_level:
+    r"""``with forward_level(records) as level:`` one forward-mode sweep (one ``graphm.jvp``).
+
+    A Tensor carries one tangent per live level (``Tensor._tangents``: level -> tangent), so
+    that nested forward modes never add up each other's tangents: in
+    :math:`\frac{d}{dx}[x \cdot \frac{d}{dy}(x + y)]` the inner derivative sees only the
+    tangent of y, and the answer is 1, not 2 (*perturbation confusion*; Siskind and
+    Pearlmutter's levels, JAX's tracers).
+
+    ``records``: will a reverse transform outside this sweep differentiate its tangents
+    (reverse over forward)? Only then are the ops that compute tangents recorded on the tape.
+    Forward over reverse needs no such record: there the tangents ride along the values through
+    the inner backward pass, and nothing differentiates them again.
+    """
+
+    def __init__(self, records):
+        self.records = bool(records)
+
+    def __enter__(self):
+        _forward_levels.last += 1
+        self.level = _forward_levels.last
+        _forward_levels.records[self.level] = self.records
+        return self.level
+
+    def __exit__(self, *exc_info):
+        del _forward_levels.records[self.level]
+
+
+def live_tangents(tensor):
+    """A Tensor's tangents at the live forward levels (``{}`` if none)."""
+    if not tensor._tangents:
+        return {}
+    live = _forward_levels.records
+    return {level: t for level, t in tensor._tangents.items() if level in live}
+
+
+# ------------------------------------------------------------------------------------------------
 # The tape
 # ------------------------------------------------------------------------------------------------
 
@@ -111,13 +163,16 @@ class Node:
     """
 
     __slots__ = ("op", "attrs", "parents", "residuals", "shape", "dtype", "freed", "retained",
-                 "saved", "__weakref__")
+                 "saved", "tangents", "__weakref__")
 
     def __init__(self, op, attrs, parents, residuals, shape, dtype, saved=None):
         self.op, self.attrs, self.parents, self.residuals = op, attrs, parents, residuals
         self.shape, self.dtype = shape, dtype
         self.freed, self.retained = False, None
         self.saved = saved
+        # Under forward mode: (the inputs' tangents, the output's), so that the residuals
+        # rebuilt as Tensors carry them and a backward pass pushes them forward too.
+        self.tangents = None
 
     def residuals_as_tensors(self):
         """The residuals, with each one that *is* an input or the output of the op rebuilt as a
@@ -128,16 +183,19 @@ class Node:
             return self.residuals
         single = not isinstance(self.residuals, tuple)
         items = [self.residuals] if single else list(self.residuals)
+        inputs_tangents, out_tangents = self.tangents or ((None,) * len(self.parents), None)
         for position, source in self.saved:
             array = items[position]
             if source == "out":
-                items[position] = Tensor._wrap(array, self)
+                items[position] = Tensor._wrap(array, self, out_tangents)
             else:
                 parent = self.parents[source]
                 if isinstance(parent, Tensor):            # a leaf: the Tensor itself
                     items[position] = parent
-                elif parent is not None:                  # made by an op: same values, same node
-                    items[position] = Tensor._wrap(array, parent)
+                elif parent is not None or inputs_tangents[source]:
+                    # made by an op (same values, same node), or a constant of the tape that
+                    # carries a forward-mode tangent
+                    items[position] = Tensor._wrap(array, parent, inputs_tangents[source])
         return items[0] if single else tuple(items)
 
     def free(self):
@@ -155,7 +213,7 @@ def _parents(vertex):
 
 
 def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt=(),
-                  create_graph=False):
+                  create_graph=False, record=True):
     """Reverse-mode sweep over the tape from ``roots`` seeded with ``cotangents``.
 
     The sweep itself is :func:`graphm.engine.reverse_sweep`, the one a compiled Program uses;
@@ -178,6 +236,11 @@ def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt
         Run every op's ``vjp`` rule on Tensors (the cotangents and the op's saved inputs and
         output), with recording on: the gradients are then Tensors on the tape themselves, and
         can be differentiated again (double backward). Otherwise the rules run on arrays.
+    record : bool, default True
+        With ``create_graph``: record the rules on the tape. ``False`` runs them on Tensors
+        without recording, which is what forward over reverse needs: the tangents that the
+        residuals carry are pushed through the backward pass (each rule's ops apply their own
+        ``jvp``), but no transform will differentiate the backward pass itself.
 
     Returns
     -------
@@ -185,7 +248,7 @@ def backpropagate(roots, cotangents, *, retain_graph=False, accumulate=True, wrt
         For each Tensor in ``wrt``, its cotangent (None if the roots do not depend on it).
     """
     if create_graph:
-        with enable_grad():
+        with enable_grad() if record else no_grad():
             return _backpropagate(roots, [c if isinstance(c, Tensor) else Tensor._wrap(c)
                                           for c in cotangents], retain_graph, accumulate, wrt,
                                   True)
@@ -305,7 +368,7 @@ class Tensor(ArraySurface):
         self.data = _as_data(data, dtype)
         self.grad = None
         self._node = None
-        self._tangent = None
+        self._tangents = None
         self.requires_grad = False
         self.requires_grad_(requires_grad)
 
@@ -324,11 +387,12 @@ class Tensor(ArraySurface):
         return Tensor._wrap(array)
 
     @classmethod
-    def _wrap(cls, data, node=None, tangent=None):
-        """A Tensor around ``data`` (not copied), made by an op."""
+    def _wrap(cls, data, node=None, tangents=None):
+        """A Tensor around ``data`` (not copied), made by an op; ``tangents`` maps forward-mode
+        levels to this Tensor's tangent at each (see :class:`forward_level`)."""
         result = cls.__new__(cls)
         result.data, result.grad, result._node = data, None, node
-        result._tangent = tangent
+        result._tangents = tangents
         result.requires_grad = node is not None
         return result
 
@@ -501,9 +565,10 @@ def apply(op, inputs, attrs=None):
     """Run ``op`` on Tensors (or constants) now, recording it when a gradient may be needed.
 
     This is the whole of eager mode: lift the operands (:func:`graphm.engine.lift`), check with
-    the op's shape and dtype rules, then call its ``forward`` (or, when an input carries a
-    forward-mode tangent, its ``jvp``), and, if any input requires a gradient, leave a
-    :class:`Node` on the output: the op, its residuals and where each input's gradient goes.
+    the op's shape and dtype rules, then call its ``forward`` and, if any input requires a
+    gradient, leave a :class:`Node` on the output: the op, its residuals and where each input's
+    gradient goes. When an input carries a forward-mode tangent, the op's ``jvp`` rule pushes
+    it forward too (:func:`_push_tangents`).
     """
     attrs = {} if attrs is None else attrs
     tensors = engine.lift(op, inputs, _is_tensor, Tensor._wrap, "Tensor")
@@ -513,16 +578,20 @@ def apply(op, inputs, attrs=None):
     differentiable = [t is not None and op.differentiable(i) for i, t in enumerate(tensors)]
     record = _grad_mode.enabled and any(
         d and t.requires_grad for d, t in zip(differentiable, tensors))
-    tangents = [t._tangent if d else None for d, t in zip(differentiable, tensors)]
-    tangent = None
-    if any(t is not None for t in tangents):
-        out, tangent = op.jvp(arrays, engine.fill_tangents(op, arrays, tangents), **attrs)
-        tangent = np.asarray(tangent)
-        if record:
-            out, residuals = op.forward(*arrays, **attrs)
-    else:
-        out, residuals = op.forward(*arrays, **attrs)
+    levels = sorted({level for d, t in zip(differentiable, tensors) if d and t._tangents
+                     for level in live_tangents(t)})
+    if levels and not record and len(levels) == 1:
+        level = levels[0]
+        given = [t._tangents.get(level) if d and t._tangents else None
+                 for d, t in zip(differentiable, tensors)]
+        if not any(isinstance(g, Tensor) for g in given):
+            # One forward sweep on plain arrays: the rule computes the value and its tangent.
+            out, tangent = op.jvp(arrays, engine.fill_tangents(op, arrays, given), **attrs)
+            return Tensor._wrap(np.asarray(out), None, {level: np.asarray(tangent)})
+    out, residuals = op.forward(*arrays, **attrs)
     out_array = np.asarray(out)
+    tangents = _push_tangents(op, tensors, arrays, attrs, differentiable, record, levels) \
+        if levels else None
     node = None
     if record:
         parents = tuple(_vertex(t) if d and t.requires_grad else None
@@ -530,4 +599,44 @@ def apply(op, inputs, attrs=None):
         node = Node(op, attrs, parents, residuals, out_array.shape, out_array.dtype,
                     engine.saved_residuals(residuals, arrays, out, out_array)
                     if op.higher_order else None)
-    return Tensor._wrap(out_array, node, tangent)
+        if tangents:
+            node.tangents = (tuple(None if t is None else live_tangents(t) for t in tensors),
+                             tangents)
+    return Tensor._wrap(out_array, node, tangents)
+
+
+def _push_tangents(op, tensors, arrays, attrs, differentiable, record, levels):
+    """The output's tangent at each live forward level among the inputs', by the op's ``jvp``.
+
+    At level L the rule sees the inputs *without* their L-tangents and the L-tangents
+    themselves. It runs on plain arrays when nothing more is asked of it; on Tensors when the
+    inputs carry tangents of other levels too (each pushed through the rule's own ops: the
+    mixed derivatives of nested forward modes), when the tangents are Tensors, or when a
+    reverse transform outside level L will differentiate them (then the rule is recorded).
+    """
+    tangents = {}
+    for level in levels:
+        given = [t._tangents.get(level) if d and t._tangents else None
+                 for d, t in zip(differentiable, tensors)]
+        filled = engine.fill_tangents(op, arrays, given)
+        records = record and _forward_levels.records[level]
+        if not (records or len(levels) > 1 or any(isinstance(g, Tensor) for g in given)):
+            tangents[level] = np.asarray(op.jvp(arrays, filled, **attrs)[1])
+            continue
+        primals = [None if t is None else _without_level(t, level) for t in tensors]
+        mode = enable_grad if record and any(_forward_levels.records[m] for m in levels) \
+            else no_grad
+        with mode():
+            _, tangent = op.jvp(primals, filled, **attrs)
+        tangents[level] = tangent
+    return tangents
+
+
+def _without_level(tensor, level):
+    """The same value in the same place on the tape, without its tangent at ``level``."""
+    rest = {m: t for m, t in live_tangents(tensor).items() if m != level} or None
+    node = tensor._node
+    if node is None and tensor.requires_grad and _grad_mode.enabled:
+        # A leaf is its own vertex on the tape: reach it through an identity record.
+        node = Node(_ALIAS, {}, (tensor,), None, tensor.shape, tensor.dtype)
+    return Tensor._wrap(tensor.data, node, rest)

@@ -12,21 +12,24 @@ Inside, ``f`` is called with graphm Tensors in place of the arrays: ``vjp`` reco
 sweeps it backward (as many times as ``vjp_fn`` is called); ``jvp`` attaches a tangent to each
 input and lets every op's ``jvp`` rule carry it forward alongside the value, with no tape at all.
 
-**Transforms compose.** Every VJP rule is written with graphm ops, so a backward sweep run with
-``create_graph=True`` is recorded on the tape like any other computation. A transform called
-*inside* another one (or on Tensors that require grad) therefore works on Tensors: it
-differentiates with respect to fresh aliases of its inputs, so that nested derivatives never
-confuse whose derivative is whose, and it returns Tensors on the tape, which the outer transform
-differentiates again::
+**Transforms compose.** Every VJP and JVP rule is written with graphm ops, so a rule run on
+Tensors is itself computed by ops: recorded on the tape, or carrying tangents of its own. A
+transform called *inside* another one (or on Tensors that require grad or carry tangents)
+therefore works on Tensors: it differentiates with respect to fresh aliases of its inputs, so
+that nested derivatives never confuse whose derivative is whose, and it returns Tensors, which
+the outer transform differentiates again::
 
     graphm.grad(graphm.grad(f))              # a second derivative
     graphm.jvp(graphm.grad(f), (x,), (v,))   # Hessian-vector product, forward over reverse
+    graphm.grad(lambda x: graphm.jvp(f, (x,), (v,))[1])   # the same, reverse over forward
     graphm.hessian(f)(x)                     # jacfwd(jacrev(f)), as in JAX
 
-A forward-mode ``jvp`` whose ``f`` runs another transform is computed by transposition instead:
-``u ↦ Jᵀu`` is linear in u, and its own VJP applied to ``ẋ`` is ``J ẋ``. Tangents of different
-levels then never share one array, so the textbook perturbation-confusion case
-``d/dx [x · d/dy (x + y)] = 1`` comes out right.
+Each ``jvp`` is one forward *level* (:class:`graphm.tensor.forward_level`): a Tensor carries one
+tangent per level, so nested forward modes never add up each other's tangents, and the textbook
+perturbation-confusion case ``d/dx [x · d/dy (x + y)] = 1`` comes out right. Forward over
+reverse runs the inner backward pass on Tensors that carry the outer tangents, without
+recording it (nothing will differentiate it): one forward and one backward sweep, each with its
+tangents, as torch.func does.
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ import numpy as np
 from graphm import ops
 from graphm.ops.base import FLOAT_DTYPES
 from graphm import autograd as _autograd  # noqa: F401  (so that graphm.autograd comes with graphm)
-from graphm.tensor import Tensor, apply, backpropagate, enable_grad, no_grad
+from graphm.tensor import (Tensor, apply, backpropagate, enable_grad, forward_level,
+                           live_tangents, no_grad)
 
 __all__ = ["vjp", "jvp", "grad", "value_and_grad", "jacrev", "jacfwd", "hessian"]
 
@@ -53,40 +57,55 @@ _NOT_A_TENSOR = (" (a value taken out of a Tensor with .numpy(), .item() or NumP
 # ------------------------------------------------------------------------------------------------
 
 class _Nesting(threading.local):
-    depth = 0                 # reverse transforms (or jvps by transposition) running now
-    forward = False           # a forward-mode jvp is running
+    depth = 0                 # transforms running now (either mode)
+    reverse = 0               # reverse-mode transforms among them
 
 
 _nesting = _Nesting()
 
 
-class _NestedInForwardMode(Exception):
-    """A transform was entered inside a forward-mode jvp, which then restarts by transposition."""
-
-
 class _Level:
-    """``with _Level():`` marks a transform as running, so that transforms inside it trace."""
+    """``with _Level(reverse):`` marks a transform as running, so that transforms inside it
+    trace (work on Tensors and hand Tensors back)."""
+
+    def __init__(self, reverse):
+        self.reverse = int(reverse)
 
     def __enter__(self):
-        if _nesting.forward:
-            raise _NestedInForwardMode()
         _nesting.depth += 1
+        _nesting.reverse += self.reverse
 
     def __exit__(self, *exc_info):
         _nesting.depth -= 1
+        _nesting.reverse -= self.reverse
+
+
+def _carries_derivatives(value):
+    """Is ``value`` a Tensor on a tape or carrying a live forward-mode tangent?"""
+    return isinstance(value, Tensor) and (value.requires_grad or bool(live_tangents(value)))
 
 
 def _traced(values):
     """Must this transform work on Tensors (inside another transform, or given Tensors that
-    require grad), rather than on plain arrays?"""
-    return _nesting.depth > 0 or any(isinstance(v, Tensor) and v.requires_grad for v in values)
+    require grad or carry tangents), rather than on plain arrays?"""
+    return _nesting.depth > 0 or any(_carries_derivatives(v) for v in values)
+
+
+def _differentiated_outside(values):
+    """Will a reverse transform (or a tape the caller made) differentiate what this transform
+    computes? Not so under forward modes alone: their tangents ride along without a tape."""
+    return _nesting.reverse > 0 or any(isinstance(v, Tensor) and v.requires_grad for v in values)
 
 
 def _fresh_input(value, position):
-    """A traced transform's input: a fresh alias node of a Tensor on the tape (so that the
-    gradient asked for is this transform's own), or a fresh leaf for anything else."""
-    if isinstance(value, Tensor) and value.requires_grad:
-        return apply(ops.alias, (value,))
+    """A traced transform's input: a fresh alias node of a Tensor that carries derivatives (so
+    that the gradient asked for is this transform's own, and outer tangents ride along), or a
+    fresh leaf for anything else."""
+    if _carries_derivatives(value):
+        alias = apply(ops.alias, (value,))
+        if not alias.requires_grad and alias.dtype in FLOAT_DTYPES:
+            alias.requires_grad_()        # a leaf of this transform's own, with the tangents
+        return alias
     array = _as_primal(value, position)
     return Tensor._wrap(array).requires_grad_(array.dtype in FLOAT_DTYPES)
 
@@ -153,12 +172,13 @@ def vjp(f, *primals):
     (array([2., 4.]),)
     """
     traced = _traced(primals)
+    outside = _differentiated_outside(primals)
     if traced:
         inputs = [_fresh_input(p, i) for i, p in enumerate(primals)]
     else:
         arrays = [_as_primal(p, i) for i, p in enumerate(primals)]
         inputs = [Tensor._wrap(a).requires_grad_(a.dtype in FLOAT_DTYPES) for a in arrays]
-    with _Level(), enable_grad():
+    with _Level(reverse=True), enable_grad():
         result = f(*inputs)
     outputs, rebuild = _outputs(result, "vjp")
 
@@ -173,9 +193,14 @@ def vjp(f, *primals):
         seeds = [_check_cotangent(c, o, i, traced)
                  for i, (c, o) in enumerate(zip(cotangents, outputs))]
         live = [(o, s) for o, s in zip(outputs, seeds) if o.requires_grad]
+        # Traced, the rules run on Tensors; they are recorded only if something outside will
+        # differentiate this backward pass (under forward modes alone, their tangents ride
+        # along unrecorded: forward over reverse).
+        record = outside or _nesting.reverse > 0 or any(
+            isinstance(s, Tensor) and s.requires_grad for s in seeds)
         grads = backpropagate([o for o, _ in live], [s for _, s in live], retain_graph=True,
-                              accumulate=False, wrt=inputs, create_graph=traced) \
-            if live else [None] * len(inputs)
+                              accumulate=False, wrt=inputs, create_graph=traced,
+                              record=record) if live else [None] * len(inputs)
         if traced:                  # Tensors on the tape, for the transform around this one
             return tuple(
                 (g if g is not None else Tensor._wrap(np.zeros_like(t.data))) if t.requires_grad
@@ -212,72 +237,58 @@ def jvp(f, primals, tangents):
         raise TypeError("jvp(f, primals, tangents): primals and tangents must be tuples")
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
-    if _nesting.forward:
-        raise _NestedInForwardMode()
-    if _traced(tuple(primals) + tuple(tangents)):
-        return _jvp_by_transposition(f, primals, tangents, traced=True)
-    try:
-        _nesting.forward = True
-        return _forward_mode(f, primals, tangents)
-    except _NestedInForwardMode:
-        pass
-    finally:
-        _nesting.forward = False
-    return _jvp_by_transposition(f, primals, tangents, traced=False)
+    traced = _traced(tuple(primals) + tuple(tangents))
+    with forward_level(_differentiated_outside(tuple(primals) + tuple(tangents))) as level, \
+            _Level(reverse=False):
+        inputs = [_dual_input(p, t, i, level) for i, (p, t) in enumerate(zip(primals, tangents))]
+        if traced:
+            result = f(*inputs)
+        else:
+            with no_grad():       # forward mode needs no tape (a transform inside makes its own)
+                result = f(*inputs)
+        outputs, rebuild = _outputs(result, "jvp")
+        tangent_out = [(o._tangents or {}).get(level) for o in outputs]
+    tangent_out = [np.zeros_like(o.data) if t is None else t
+                   for t, o in zip(tangent_out, outputs)]
+    if traced:                    # Tensors, for the transform around this one
+        return (rebuild([_strip_level(o, level) for o in outputs]),
+                rebuild([t if isinstance(t, Tensor) else Tensor._wrap(np.asarray(t))
+                         for t in tangent_out]))
+    return (rebuild([o.data for o in outputs]),
+            rebuild([np.asarray(t.data if isinstance(t, Tensor) else t) for t in tangent_out]))
 
 
-def _forward_mode(f, primals, tangents):
-    """jvp in one forward sweep: each op's jvp rule carries the tangent beside the value."""
-    inputs = []
-    for i, (p, t) in enumerate(zip(primals, tangents)):
-        array = _as_primal(p, i)
-        tensor = Tensor._wrap(array)
-        if t is not None and array.dtype in FLOAT_DTYPES:
-            tangent = np.asarray(t.data if isinstance(t, Tensor) else t)
-            if tangent.shape != array.shape:
-                raise ValueError(f"jvp: tangent {i} has shape {tangent.shape} but primal {i} "
-                                 f"has shape {array.shape}")
-            tensor._tangent = tangent.astype(array.dtype, copy=False)
-        inputs.append(tensor)
-    with no_grad():                   # forward mode needs no tape
-        result = f(*inputs)
-    outputs, rebuild = _outputs(result, "jvp")
-    tangent_out = [o._tangent if o._tangent is not None else np.zeros_like(o.data)
-                   for o in outputs]
-    return rebuild([o.data for o in outputs]), rebuild(tangent_out)
+def _dual_input(primal, tangent, position, level):
+    """``primal`` as a Tensor carrying ``tangent`` at ``level`` (beside any tangents of outer
+    levels, and in the same place on the tape as a Tensor that requires grad)."""
+    if _carries_derivatives(primal):
+        dual = apply(ops.alias, (primal,))
+    else:
+        dual = Tensor._wrap(_as_primal(primal, position))
+    if tangent is None or dual.dtype not in FLOAT_DTYPES:
+        return dual
+    if not _carries_derivatives(tangent):
+        tangent = np.asarray(tangent.data if isinstance(tangent, Tensor) else tangent)
+    if tuple(tangent.shape) != dual.shape:
+        raise ValueError(f"jvp: tangent {position} has shape {tuple(tangent.shape)} but primal "
+                         f"{position} has shape {dual.shape}")
+    if isinstance(tangent, np.ndarray):
+        tangent = tangent.astype(dual.dtype, copy=False)
+    elif tangent.dtype != dual.dtype:
+        raise TypeError(f"jvp: tangent {position} has dtype {tangent.dtype} but primal "
+                        f"{position} has dtype {dual.dtype}")
+    dual._tangents = {**(dual._tangents or {}), level: tangent}
+    return dual
 
 
-def _jvp_by_transposition(f, primals, tangents, traced):
-    """jvp as the VJP of a VJP: ``u ↦ Jᵀu`` is linear, so its gradient with respect to u, seeded
-    with the tangents, is ``J ẋ``. Used when f runs a transform itself, or inside another one."""
-    for i, (p, t) in enumerate(zip(primals, tangents)):
-        if t is not None and tuple(np.shape(t)) != tuple(np.shape(p)):
-            raise ValueError(f"jvp: tangent {i} has shape {tuple(np.shape(t))} but primal {i} "
-                             f"has shape {tuple(np.shape(p))}")
-    with _Level():
-        out, vjp_fn = vjp(f, *primals)            # nested, so traced: Tensors on the tape
-        outputs = list(out) if isinstance(out, (tuple, list)) else [out]
-        dummies = [Tensor._wrap(np.zeros_like(o.data)).requires_grad_() for o in outputs]
-        pulled = vjp_fn(*dummies) if len(dummies) > 1 else vjp_fn(dummies[0])
-        roots, seeds = [], []
-        for g, t, p in zip(pulled, tangents, primals):
-            if g is None or t is None or not g.requires_grad:
-                continue
-            roots.append(g)
-            seeds.append(t if traced and isinstance(t, Tensor) else
-                         np.asarray(t.data if isinstance(t, Tensor) else t, dtype=g.dtype))
-        pushed = backpropagate(roots, seeds, retain_graph=True, accumulate=False,
-                               wrt=dummies, create_graph=traced) if roots else [None] * len(dummies)
-    tangent_out = []
-    for g, o in zip(pushed, outputs):
-        if g is None:
-            g = np.zeros_like(o.data)
-        tangent_out.append((g if isinstance(g, Tensor) else Tensor._wrap(np.asarray(g)))
-                           if traced else np.asarray(g.data if isinstance(g, Tensor) else g))
-    values = outputs if traced else [o.data for o in outputs]
-    if isinstance(out, (tuple, list)):
-        return type(out)(values), type(out)(tangent_out)
-    return values[0], tangent_out[0]
+def _strip_level(tensor, level):
+    """An output of a traced jvp without the tangent of its (finished) level."""
+    if not tensor._tangents or level not in tensor._tangents:
+        return tensor
+    rest = {m: t for m, t in tensor._tangents.items() if m != level} or None
+    if tensor._node is None and tensor.requires_grad:      # a leaf returned as it is
+        return tensor
+    return Tensor._wrap(tensor.data, tensor._node, rest)
 
 
 def _check_argnums(argnums, count, fname):

@@ -324,7 +324,7 @@ def test_var_has_every_public_name_of_a_tensor():
     from graphm.graph import Var
     t = graphm.tensor(np.ones((2, 3), np.float32), requires_grad=True)
     names = {n for n in dir(graphm.Tensor) if not n.startswith("_")}
-    names |= set(vars(t))  - {"_node", "_tangent"}             # instance attributes: data, grad
+    names |= set(vars(t))  - {"_node", "_tangents"}             # instance attributes: data, grad
     names |= {n for n in dir(graphm.Tensor) if n.startswith("__") and n.endswith("__")
               and n not in dir(object)}                           # __add__, __len__, ...
     assert {"argmax", "max", "min", "item", "numpy", "tolist", "detach", "float", "double",

@@ -91,6 +91,84 @@ def test_hessian_vector_product_matches_torch(case):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-9)
 
 
+def _float_positions(arrays):
+    return tuple(i for i, a in enumerate(arrays) if a.dtype.kind == "f")
+
+
+def _loss_function(case, weights):
+    return lambda *inputs: _scalar_loss(graphm_fn(case)(*inputs), weights)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_forward_over_reverse_matches_torch(case):
+    """graphm.jvp(graphm.grad(L)): every op's jvp rule pushes the tangents through the
+    backward pass (the rules run on Tensors carrying tangents), against torch's HVP."""
+    arrays = case.arrays()
+    weights, vectors = _weights_and_vectors(case, arrays)
+    floats = _float_positions(arrays)
+    tangents = tuple(v if i in floats else None for i, v in enumerate(vectors))
+    grads, hvp = graphm.jvp(graphm.grad(_loss_function(case, weights), argnums=floats),
+                            tuple(arrays), tangents)
+    first_t, hvp_t = _torch_hvp(case, arrays, weights, vectors)
+    for k, i in enumerate(floats):
+        np.testing.assert_allclose(grads[k], first_t[i], rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(hvp[k], hvp_t[i], rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_reverse_over_forward_and_forward_over_forward_match_torch(case):
+    """∇ₓ⟨∇L, v⟩ as the gradient of a jvp (the jvp rules recorded on the tape), and vᵀHv as a
+    jvp of a jvp (two forward levels, each rule run on Tensors carrying the other's tangent)."""
+    arrays = case.arrays()
+    weights, vectors = _weights_and_vectors(case, arrays)
+    floats = _float_positions(arrays)
+    tangents = tuple(v if i in floats else None for i, v in enumerate(vectors))
+    loss = _loss_function(case, weights)
+
+    def directional(*inputs):
+        return graphm.jvp(loss, inputs, tangents)[1]
+
+    hvp = graphm.grad(directional, argnums=floats)(*arrays)
+    _, curvature = graphm.jvp(directional, tuple(arrays), tangents)
+    _, hvp_t = _torch_hvp(case, arrays, weights, vectors)
+    for k, i in enumerate(floats):
+        np.testing.assert_allclose(hvp[k], hvp_t[i], rtol=1e-8, atol=1e-9)
+    expected = sum(float((hvp_t[i] * vectors[i]).sum()) for i in floats)
+    assert float(curvature) == pytest.approx(expected, rel=1e-8, abs=1e-9)
+
+
+def test_jvp_of_tensors_on_a_tape_is_differentiated_by_backward():
+    """A jvp of Tensors that require grad stays on their tape (as torch.func under autograd):
+    backward() of the tangent ⟨∇f, v⟩ gives Hv in .grad."""
+    x0, v = np.array([0.5, -1.0, 2.0]), np.array([1.0, 0.5, -2.0])
+    x = graphm.tensor(x0, requires_grad=True)
+    value, tangent = graphm.jvp(lambda y: (y * y * y).sum(), (x,), (v,))
+    assert isinstance(tangent, graphm.Tensor) and tangent.requires_grad
+    assert float(tangent) == pytest.approx(float((3 * x0 ** 2 * v).sum()))
+    tangent.backward()
+    np.testing.assert_allclose(x.grad, 6 * x0 * v, rtol=1e-14)
+    assert float(value) == pytest.approx(float((x0 ** 3).sum()))
+
+
+def test_forward_over_reverse_records_no_tape():
+    """Forward over reverse needs no record of the backward pass: the HVP's gradient Tensors
+    inside the jvp carry tangents but no tape."""
+    seen = []
+
+    def grad_and_look(x):
+        g = graphm.grad(lambda y: (y.tanh() * y).sum())(x)
+        seen.append(g)
+        return g
+
+    x0, v = np.array([0.3, -0.7]), np.array([1.0, 2.0])
+    _, hvp = graphm.jvp(grad_and_look, (x0,), (v,))
+    assert not seen[0].requires_grad and seen[0].grad_fn is None
+    xt = torch.tensor(x0, requires_grad=True)
+    _, expected = torch.func.jvp(torch.func.grad(lambda y: (y.tanh() * y).sum()), (xt.detach(),),
+                                 (torch.from_numpy(v),))
+    np.testing.assert_allclose(hvp, expected.numpy(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid", "softplus", "div", "pow3",
                                   "matmul", "softmax", "cross_entropy_options", "conv2d",
                                   "conv_transpose2d", "max_pool2d_options", "linear"])
